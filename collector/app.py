@@ -1,0 +1,50 @@
+"""The collector: FastAPI app factory. ``tokentrail serve`` runs it with uvicorn."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from collector.routers import admin, engineer, finance, health, otlp
+from collector.runtime import Runtime
+from ingest.store import StoreError
+from tokentrail.settings import Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.runtime = Runtime.open(settings)
+        app.state.keys = app.state.runtime.keys
+        try:
+            yield
+        finally:
+            app.state.runtime.close()
+
+    app = FastAPI(
+        title="Tokentrail collector",
+        summary="OTLP receiver and HTTP API for LLM cost and trace data",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    for module in (otlp, health, finance, engineer, admin):
+        app.include_router(module.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameters(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc'][1:]) or err['loc'][0]}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        return JSONResponse({"detail": "; ".join(problems)}, status_code=400)
+
+    @app.exception_handler(StoreError)
+    async def store_failed(_: Request, exc: StoreError) -> JSONResponse:
+        # The store refused a query: say so rather than a bare 500.
+        return JSONResponse({"detail": f"store error: {str(exc)[:500]}"}, status_code=503)
+
+    return app

@@ -1,0 +1,1 @@
+"""One router per audience: ingest (OTLP), finance, engineer, admin, health."""

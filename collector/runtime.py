@@ -1,0 +1,87 @@
+"""Everything the collector process owns, opened once at start.
+
+The collector is the one process that owns the store (chDB locks its
+directory to one process); routers reach it through ``app.state.runtime``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from collector.auth import KeyRing, ensure_admin_key
+from ingest.audit import AuditLog
+from ingest.migrate import apply_content_ttl, migrate
+from ingest.otlp import decode_request
+from ingest.pipeline import PipelineConfig, TableBatch, process_spans
+from ingest.pricing import PriceBook
+from ingest.redact import RedactionRules
+from ingest.store import Store, open_store
+from ingest.wal import WriteAheadLog
+from ingest.writer import BatchWriter
+from tokentrail.settings import Settings
+
+log = logging.getLogger("tokentrail.collector")
+
+# WAL record kinds: how to decode a logged body again on replay.
+KIND_PROTOBUF = 1
+KIND_JSON = 2
+KIND_GZIP = 4
+
+
+def wal_kind(content_type: str, gzipped: bool) -> int:
+    kind = KIND_JSON if "json" in content_type else KIND_PROTOBUF
+    return kind | (KIND_GZIP if gzipped else 0)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    keys: KeyRing
+    audit: AuditLog
+    pipeline: PipelineConfig
+    writer: BatchWriter
+
+    @classmethod
+    def open(cls, settings: Settings) -> Runtime:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = open_store(settings.data_dir, settings.clickhouse_url, settings.database)
+        applied = migrate(store)
+        if applied:
+            log.info("applied schema migrations %s", applied)
+        apply_content_ttl(store, settings.content_ttl_days)
+        keys = KeyRing(store)
+        audit = AuditLog(store)
+        if ensure_admin_key(keys, settings.admin_key_path):
+            audit.append("collector", "admin", "key.create", "admin", {"reason": "first start"})
+            log.info("created an admin key in %s", settings.admin_key_path)
+        pipeline = PipelineConfig(
+            prices=PriceBook.load(settings.prices_file),
+            redaction=RedactionRules.default(settings.redaction_patterns),
+        )
+        writer = BatchWriter(
+            store,
+            WriteAheadLog(settings.wal_dir, fsync=settings.wal_fsync),
+            max_rows=settings.batch_max_rows,
+            max_seconds=settings.batch_max_seconds,
+            queue_max_rows=settings.queue_max_rows,
+        )
+        runtime = cls(settings, store, keys, audit, pipeline, writer)
+        replayed = writer.replay(runtime.process_logged)
+        if replayed:
+            log.info("replayed %d requests from the write-ahead log", replayed)
+        writer.start()
+        return runtime
+
+    def process_logged(self, payload: bytes, kind: int) -> TableBatch:
+        content_type = "application/json" if kind & KIND_JSON else "application/x-protobuf"
+        encoding = "gzip" if kind & KIND_GZIP else None
+        decoded = decode_request(
+            payload, content_type, encoding, max_bytes=self.settings.max_request_bytes
+        )
+        return process_spans(decoded["spans"], self.pipeline)
+
+    def close(self) -> None:
+        self.writer.stop()
+        self.store.close()

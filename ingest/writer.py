@@ -1,0 +1,219 @@
+"""The batching writer: WAL first, then the store in size- and time-bounded batches.
+
+``accept`` makes a request durable (WAL append) and queues its rows in one
+step, so queue order is WAL order and a checkpoint after a stored batch
+covers exactly what was stored. A failing store leaves batches queued and
+retried with backoff; the WAL still holds them should the process die.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from ingest.pipeline import TABLES, TableBatch
+from ingest.store import Store, query_rows
+from ingest.wal import WriteAheadLog
+
+log = logging.getLogger("tokentrail.writer")
+
+
+class QueueFull(RuntimeError):
+    """The store is behind; the caller should answer 503 with Retry-After."""
+
+
+@dataclass
+class WriterStats:
+    accepted_rows: int = 0
+    stored_rows: int = 0
+    replayed_records: int = 0
+    store_failures: int = 0
+    unpriced_calls: int = 0
+    last_error: str = ""
+    flushes: int = 0
+    durations: list[float] = field(default_factory=list)
+
+
+class BatchWriter:
+    def __init__(
+        self,
+        store: Store,
+        wal: WriteAheadLog,
+        *,
+        max_rows: int = 20_000,
+        max_seconds: float = 1.0,
+        queue_max_rows: int = 500_000,
+    ) -> None:
+        self.store = store
+        self.wal = wal
+        self.max_rows = max_rows
+        self.max_seconds = max_seconds
+        self.queue_max_rows = queue_max_rows
+        self.stats = WriterStats()
+        self._queue: deque[tuple[int, TableBatch]] = deque()
+        self._queued_rows = 0
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._urgent = False  # flush() asked not to wait for a full batch
+        self._thread = threading.Thread(target=self._run, name="tokentrail-writer", daemon=True)
+
+    # -- intake ------------------------------------------------------------
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    def accept(self, payload: bytes, kind: int, batch: TableBatch) -> int:
+        """Durably log the request and queue its rows; return its WAL seq."""
+        with self._cond:
+            if self._queued_rows + batch.rows > self.queue_max_rows and self._queued_rows:
+                raise QueueFull(f"{self._queued_rows} rows are waiting for the store")
+            seq = self.wal.append(payload, kind)
+            self._queue.append((seq, batch))
+            self._queued_rows += batch.rows
+            self.stats.accepted_rows += batch.rows
+            self.stats.unpriced_calls += batch.unpriced_calls
+            if self._queued_rows >= self.max_rows:
+                self._cond.notify_all()
+        return seq
+
+    # -- flushing ----------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def _take_batch(self) -> list[tuple[int, TableBatch]]:
+        with self._cond:
+            deadline = time.monotonic() + self.max_seconds
+            while not (self._stopping or self._urgent) and self._queued_rows < self.max_rows:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            taken: list[tuple[int, TableBatch]] = []
+            rows = 0
+            for seq, batch in self._queue:
+                if taken and rows + batch.rows > self.max_rows:
+                    break
+                taken.append((seq, batch))
+                rows += batch.rows
+            self._urgent = bool(self._urgent and len(taken) < len(self._queue))
+            return taken
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            taken = self._take_batch()
+            if not taken:
+                if self._stopping:
+                    return
+                continue
+            try:
+                self._store(taken)
+            except Exception as exc:  # the store is down or refusing: keep and retry
+                self.stats.store_failures += 1
+                self.stats.last_error = str(exc)[:500]
+                log.warning("store write failed, will retry in %.1fs: %s", backoff, exc)
+                with self._cond:
+                    if self._stopping:
+                        return  # the WAL replays these on the next start
+                    self._cond.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            with self._cond:
+                for _ in taken:
+                    _, batch = self._queue.popleft()
+                    self._queued_rows -= batch.rows
+                self._cond.notify_all()
+
+    def _store(self, taken: list[tuple[int, TableBatch]]) -> None:
+        started = time.perf_counter()
+        write_tables(self.store, [batch for _, batch in taken])
+        self.wal.checkpoint(taken[-1][0])
+        self.stats.stored_rows += sum(batch.rows for _, batch in taken)
+        self.stats.flushes += 1
+        self.stats.durations = (self.stats.durations + [time.perf_counter() - started])[-100:]
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything accepted so far is stored (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._queue:
+                self._urgent = True
+                self._cond.notify_all()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+        return True
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.flush(timeout)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self.wal.close()
+
+    # -- replay ------------------------------------------------------------
+    def replay(self, process: Callable[[bytes, int], TableBatch]) -> int:
+        """Store WAL records left from a previous run, skipping rows the store
+        already has (the crash came between the insert and the checkpoint)."""
+        replayed = 0
+        for seq, kind, payload in self.wal.pending():
+            batch = process(payload, kind)
+            write_tables(self.store, [without_stored(self.store, batch)])
+            self.wal.checkpoint(seq)
+            replayed += 1
+        self.stats.replayed_records += replayed
+        return replayed
+
+
+def write_tables(store: Store, batches: list[TableBatch]) -> None:
+    for name in TABLES:
+        parts = [b.tables[name] for b in batches if b.tables[name].num_rows]
+        if parts:
+            store.insert_arrow(name, pa.concat_tables(parts))
+
+
+_IDENTITY = {
+    "spans": "span_id",
+    "llm_calls": "span_id",
+    "tool_calls": "concat(span_id, ':', tool_call_id)",
+}
+
+
+def _identity_values(name: str, table: pa.Table) -> list[str]:
+    spans = table.column("span_id").to_pylist()
+    if name != "tool_calls":
+        return spans
+    calls = table.column("tool_call_id").to_pylist()
+    return [f"{s}:{c}" for s, c in zip(spans, calls, strict=True)]
+
+
+def without_stored(store: Store, batch: TableBatch) -> TableBatch:
+    kept: dict[str, pa.Table] = {}
+    for name, table in batch.tables.items():
+        if table.num_rows == 0:
+            kept[name] = table
+            continue
+        keys = _identity_values(name, table)
+        traces = sorted(set(table.column("trace_id").to_pylist()))
+        stored = {
+            row["k"]
+            for row in query_rows(
+                store,
+                f"SELECT {_IDENTITY[name]} AS k FROM {name} "
+                "WHERE trace_id IN {traces:Array(String)} AND k IN {keys:Array(String)}",
+                {"traces": traces, "keys": keys},
+            )
+        }
+        mask = pa.array([key not in stored for key in keys])
+        kept[name] = table.filter(mask)
+    return TableBatch(tables=kept, unpriced_calls=batch.unpriced_calls)
