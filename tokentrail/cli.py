@@ -85,6 +85,7 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
     """Run the collector: OTLP receiver, HTTP API and job scheduler."""
+    import gc
     import logging
 
     import uvicorn
@@ -92,6 +93,9 @@ def serve(
     from collector.app import create_app
 
     settings = settings_from(data_dir=data_dir, host=host, port=port)
+    # Decoding OTLP creates millions of short-lived objects that are never
+    # cyclic; the default GC thresholds spend ~45% of JSON decode time on them.
+    gc.set_threshold(100_000, 50, 100)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
