@@ -51,9 +51,22 @@ class CollectorProcess:
     def start(self, timeout: float = 60.0) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tokentrail.cli", "serve", "--data-dir", str(self.data_dir),
-             "--port", str(self.port), "--log-level", "warning"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "tokentrail.cli",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -65,7 +78,9 @@ class CollectorProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"collector did not become healthy:\n{self.log_path.read_text()[-3000:]}")
+        raise RuntimeError(
+            f"collector did not become healthy:\n{self.log_path.read_text()[-3000:]}"
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process and self.process.poll() is None:
@@ -88,8 +103,12 @@ class CollectorProcess:
         return httpx.get(f"{self.url}{path}", params=params, headers=self.headers(key), timeout=30)
 
     def post(self, path: str, key: str | None = None, **kwargs: Any) -> httpx.Response:
-        return httpx.post(f"{self.url}{path}", headers={**self.headers(key), **kwargs.pop("headers", {})},
-                          timeout=30, **kwargs)
+        return httpx.post(
+            f"{self.url}{path}",
+            headers={**self.headers(key), **kwargs.pop("headers", {})},
+            timeout=30,
+            **kwargs,
+        )
 
     def create_key(self, role: str, name: str = "test") -> str:
         response = self.post("/api/v1/keys", json={"role": role, "name": name})
@@ -120,7 +139,9 @@ def collector_env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProcess]:
     """One collector per test module (starting one takes about a second)."""
-    proc = CollectorProcess(tmp_path_factory.mktemp("collector") / "data", free_port(), collector_env())
+    proc = CollectorProcess(
+        tmp_path_factory.mktemp("collector") / "data", free_port(), collector_env()
+    )
     proc.start()
     yield proc
     proc.stop()

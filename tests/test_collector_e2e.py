@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
 from decimal import Decimal
 
 import httpx
@@ -53,19 +54,28 @@ def chat_span(model: str, input_tokens: int, output_tokens: int, cached: int, **
 def test_sdk_span_becomes_one_priced_attributed_row(collector: CollectorProcess) -> None:
     key = collector.create_key("ingest", "sdk-app")
     span = chat_span("gpt-4o", 12_345, 678, 4_096, **{"tokentrail.project": "checkout"})
-    send_spans(collector, key, {"service.name": "support-bot", "tokentrail.team": "payments"}, [span])
+    send_spans(
+        collector, key, {"service.name": "support-bot", "tokentrail.team": "payments"}, [span]
+    )
 
     rows = collector.wait_for(lambda: collector.calls(project="checkout"))
     assert len(rows) == 1
     row = rows[0]
-    assert (row["input_tokens"], row["output_tokens"], row["cache_read_tokens"]) == (12_345, 678, 4_096)
+    assert (row["input_tokens"], row["output_tokens"], row["cache_read_tokens"]) == (
+        12_345,
+        678,
+        4_096,
+    )
     assert (row["team"], row["project"], row["app"]) == ("payments", "checkout", "support-bot")
     assert row["provider"] == "openai" and row["operation"] == "chat" and row["source"] == "otlp"
     expected = calc_price(
-        Usage(input_tokens=12_345, cache_read_tokens=4_096, output_tokens=678), "gpt-4o",
+        Usage(input_tokens=12_345, cache_read_tokens=4_096, output_tokens=678),
+        "gpt-4o",
         provider_id="openai",
     ).total_price
-    uncached = calc_price(Usage(input_tokens=12_345, output_tokens=678), "gpt-4o", provider_id="openai")
+    uncached = calc_price(
+        Usage(input_tokens=12_345, output_tokens=678), "gpt-4o", provider_id="openai"
+    )
     assert Decimal(str(row["cost_usd"])) == expected
     assert expected < uncached.total_price  # cached tokens were priced as cached
     assert row["cost_source"] == "genai-prices" and row["price_version"].startswith("genai-prices")
@@ -73,11 +83,17 @@ def test_sdk_span_becomes_one_priced_attributed_row(collector: CollectorProcess)
 
 def test_row_survives_restart(fresh_collector: CollectorProcess) -> None:
     key = fresh_collector.create_key("ingest")
-    send_spans(fresh_collector, key, {"service.name": "batch-job"}, [chat_span("gpt-4o-mini", 100, 10, 0)])
+    send_spans(
+        fresh_collector, key, {"service.name": "batch-job"}, [chat_span("gpt-4o-mini", 100, 10, 0)]
+    )
     assert fresh_collector.wait_for(lambda: fresh_collector.calls(app="batch-job"))
+    admin_before = fresh_collector.admin_key
     fresh_collector.restart()
     rows = fresh_collector.calls(app="batch-job")
     assert len(rows) == 1 and rows[0]["input_tokens"] == 100
+    # Keys are stored, not regenerated: both still work after the restart.
+    assert fresh_collector.admin_key == admin_before
+    assert fresh_collector.get("/api/v1/spend", key=key).status_code == 403
 
 
 def test_bad_bodies_get_4xx_and_lose_nothing(collector: CollectorProcess) -> None:
@@ -85,16 +101,27 @@ def test_bad_bodies_get_4xx_and_lose_nothing(collector: CollectorProcess) -> Non
     send_spans(collector, key, {"service.name": "before-garbage"}, [chat_span("gpt-4o", 5, 5, 0)])
     assert collector.wait_for(lambda: collector.calls(app="before-garbage"))
 
-    garbage = collector.post("/v1/traces", key, content=b"\xff\x00garbage",
-                             headers={"Content-Type": "application/x-protobuf"})
+    garbage = collector.post(
+        "/v1/traces",
+        key,
+        content=b"\xff\x00garbage",
+        headers={"Content-Type": "application/x-protobuf"},
+    )
     assert garbage.status_code == 400 and "protobuf" in garbage.text
-    malformed = collector.post("/v1/traces", key, content=b'{"resourceSpans": [{"scopeSpans": 7}]}',
-                               headers={"Content-Type": "application/json"})
+    malformed = collector.post(
+        "/v1/traces",
+        key,
+        content=b'{"resourceSpans": [{"scopeSpans": 7}]}',
+        headers={"Content-Type": "application/json"},
+    )
     assert malformed.status_code == 400 and "scopeSpans" in malformed.json()["message"]
-    not_json = collector.post("/v1/traces", key, content=b"{nope",
-                              headers={"Content-Type": "application/json"})
+    not_json = collector.post(
+        "/v1/traces", key, content=b"{nope", headers={"Content-Type": "application/json"}
+    )
     assert not_json.status_code == 400
-    wrong_type = collector.post("/v1/traces", key, content=b"x", headers={"Content-Type": "text/plain"})
+    wrong_type = collector.post(
+        "/v1/traces", key, content=b"x", headers={"Content-Type": "text/plain"}
+    )
     assert wrong_type.status_code == 415
 
     assert collector.get("/healthz").json()["status"] == "ok"
@@ -104,14 +131,34 @@ def test_bad_bodies_get_4xx_and_lose_nothing(collector: CollectorProcess) -> Non
 
 
 def otlp_json_body(trace_id: str, span_id: str, service: str, attributes: list[dict]) -> bytes:
-    return orjson.dumps({"resourceSpans": [{
-        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
-        "scopeSpans": [{"scope": {"name": "manual"}, "spans": [{
-            "traceId": trace_id, "spanId": span_id, "name": "chat claude", "kind": 3,
-            "startTimeUnixNano": "1795400000000000000", "endTimeUnixNano": "1795400001500000000",
-            "attributes": attributes, "status": {"code": 0},
-        }]}],
-    }]})
+    return orjson.dumps(
+        {
+            "resourceSpans": [
+                {
+                    "resource": {
+                        "attributes": [{"key": "service.name", "value": {"stringValue": service}}]
+                    },
+                    "scopeSpans": [
+                        {
+                            "scope": {"name": "manual"},
+                            "spans": [
+                                {
+                                    "traceId": trace_id,
+                                    "spanId": span_id,
+                                    "name": "chat claude",
+                                    "kind": 3,
+                                    "startTimeUnixNano": "1795400000000000000",
+                                    "endTimeUnixNano": "1795400001500000000",
+                                    "attributes": attributes,
+                                    "status": {"code": 0},
+                                }
+                            ],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
 
 
 def anthropic_attributes() -> list[dict]:
@@ -129,39 +176,60 @@ def anthropic_attributes() -> list[dict]:
 
 def test_otlp_json_gzip_with_string_int64(collector: CollectorProcess) -> None:
     key = collector.create_key("ingest")
-    body = otlp_json_body("5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", "json-app",
-                          anthropic_attributes())
-    response = collector.post("/v1/traces", key, content=gzip.compress(body), headers={
-        "Content-Type": "application/json", "Content-Encoding": "gzip"})
+    body = otlp_json_body(
+        "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", "json-app", anthropic_attributes()
+    )
+    response = collector.post(
+        "/v1/traces",
+        key,
+        content=gzip.compress(body),
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
     assert response.status_code == 200, response.text
     assert response.json() == {}  # full success: no partial_success
-    rows = collector.wait_for(lambda: collector.calls(
-        app="json-app", **{"from": "2026-11-20T00:00:00Z", "to": "2026-11-30T00:00:00Z"}))
+    rows = collector.wait_for(
+        lambda: collector.calls(
+            app="json-app", **{"from": "2026-11-20T00:00:00Z", "to": "2026-11-30T00:00:00Z"}
+        )
+    )
     assert len(rows) == 1
     row = rows[0]
     assert row["duration_ms"] == 1500.0 and row["ts"].startswith("2026-11-23T02:13:20")
-    assert (row["input_tokens"], row["cache_read_tokens"], row["cache_write_tokens"]) == (3000, 1000, 500)
+    assert (row["input_tokens"], row["cache_read_tokens"], row["cache_write_tokens"]) == (
+        3000,
+        1000,
+        500,
+    )
     expected = calc_price(
         Usage(input_tokens=3000, cache_read_tokens=1000, cache_write_tokens=500, output_tokens=250),
-        "claude-sonnet-4-20250514", provider_id="anthropic",
+        "claude-sonnet-4-20250514",
+        provider_id="anthropic",
     ).total_price
     assert Decimal(str(row["cost_usd"])) == expected
 
 
 def test_partial_success_reports_rejected_spans(collector: CollectorProcess) -> None:
     key = collector.create_key("ingest")
-    body = orjson.loads(otlp_json_body("5b8efff798038103d269b633813fc60d", "eee19b7ec3c1b175",
-                                       "partial-app", anthropic_attributes()))
+    body = orjson.loads(
+        otlp_json_body(
+            "5b8efff798038103d269b633813fc60d",
+            "eee19b7ec3c1b175",
+            "partial-app",
+            anthropic_attributes(),
+        )
+    )
     spans = body["resourceSpans"][0]["scopeSpans"][0]["spans"]
     spans.append({**spans[0], "spanId": "abcd"})  # 2 bytes: not a span id
-    response = collector.post("/v1/traces", key, content=orjson.dumps(body),
-                              headers={"Content-Type": "application/json"})
+    response = collector.post(
+        "/v1/traces", key, content=orjson.dumps(body), headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 200
     partial = response.json()["partialSuccess"]
     assert partial["rejectedSpans"] == "1" and partial["errorMessage"]
 
-    protobuf = collector.post("/v1/traces", key, content=b"",
-                              headers={"Content-Type": "application/x-protobuf"})
+    protobuf = collector.post(
+        "/v1/traces", key, content=b"", headers={"Content-Type": "application/x-protobuf"}
+    )
     assert protobuf.status_code == 200
     ExportTraceServiceResponse.FromString(protobuf.content)  # a valid (empty) response
 
@@ -187,17 +255,25 @@ def test_auth_401_without_key_403_with_wrong_role(collector: CollectorProcess) -
     assert collector.get("/api/v1/calls", key=finance).status_code == 403
     assert collector.get("/api/v1/spend", key=finance).status_code == 200
     assert collector.get("/api/v1/spend", key=ingest).status_code == 403
-    forbidden = collector.post("/v1/traces", finance, content=b"",
-                               headers={"Content-Type": "application/x-protobuf"})
+    forbidden = collector.post(
+        "/v1/traces", finance, content=b"", headers={"Content-Type": "application/x-protobuf"}
+    )
     assert forbidden.status_code == 403 and "ingest" in forbidden.json()["detail"]
-    assert collector.post("/api/v1/keys", ingest, json={"role": "admin", "name": "x"}).status_code == 403
+    assert (
+        collector.post("/api/v1/keys", ingest, json={"role": "admin", "name": "x"}).status_code
+        == 403
+    )
 
 
 def test_revoked_key_stops_working(collector: CollectorProcess) -> None:
     created = collector.post("/api/v1/keys", json={"role": "finance", "name": "temp"}).json()
     assert collector.get("/api/v1/spend", key=created["key"]).status_code == 200
-    assert httpx.delete(f"{collector.url}/api/v1/keys/{created['key_id']}",
-                        headers=collector.headers()).status_code == 200
+    assert (
+        httpx.delete(
+            f"{collector.url}/api/v1/keys/{created['key_id']}", headers=collector.headers()
+        ).status_code
+        == 200
+    )
     assert collector.get("/api/v1/spend", key=created["key"]).status_code == 401
     listed = collector.get("/api/v1/keys").json()["rows"]
     assert all("key_hash" not in row and "key" not in row for row in listed)
@@ -205,14 +281,24 @@ def test_revoked_key_stops_working(collector: CollectorProcess) -> None:
 
 def test_spend_groups_and_buckets(collector: CollectorProcess) -> None:
     key = collector.create_key("ingest")
-    send_spans(collector, key, {"service.name": "spend-app", "tokentrail.team": "alpha"},
-               [chat_span("gpt-4o", 1000, 100, 0), chat_span("gpt-4o", 2000, 200, 0)])
-    send_spans(collector, key, {"service.name": "spend-app", "tokentrail.team": "beta"},
-               [chat_span("gpt-4o-mini", 500, 50, 0)])
+    send_spans(
+        collector,
+        key,
+        {"service.name": "spend-app", "tokentrail.team": "alpha"},
+        [chat_span("gpt-4o", 1000, 100, 0), chat_span("gpt-4o", 2000, 200, 0)],
+    )
+    send_spans(
+        collector,
+        key,
+        {"service.name": "spend-app", "tokentrail.team": "beta"},
+        [chat_span("gpt-4o-mini", 500, 50, 0)],
+    )
     finance = collector.create_key("finance")
 
     def spend_rows() -> list[dict]:
-        response = collector.get("/api/v1/spend", key=finance, group_by="team,model", granularity="day")
+        response = collector.get(
+            "/api/v1/spend", key=finance, group_by="team,model", granularity="day"
+        )
         rows = [r for r in response.json()["rows"] if r["team"] in ("alpha", "beta")]
         return rows if sum(r["calls"] for r in rows) == 3 else []
 
@@ -220,8 +306,9 @@ def test_spend_groups_and_buckets(collector: CollectorProcess) -> None:
     by_team = {row["team"]: row for row in rows}
     assert by_team["alpha"]["calls"] == 2 and by_team["alpha"]["input_tokens"] == 3000
     assert by_team["alpha"]["model"] == "gpt-4o" and by_team["beta"]["model"] == "gpt-4o-mini"
-    alpha_cost = calc_price(Usage(input_tokens=3000, output_tokens=300), "gpt-4o",
-                            provider_id="openai").total_price
+    alpha_cost = calc_price(
+        Usage(input_tokens=3000, output_tokens=300), "gpt-4o", provider_id="openai"
+    ).total_price
     assert Decimal(str(by_team["alpha"]["cost_usd"])) == alpha_cost
     assert all(row["period"].endswith("T00:00:00+00:00") for row in rows)
     assert "input_content" not in json.dumps(rows)
@@ -236,7 +323,9 @@ def test_spend_groups_and_buckets(collector: CollectorProcess) -> None:
         ({"from": "2026-02-01", "to": "2026-01-01"}, "before"),
     ],
 )
-def test_spend_bad_parameters_are_400(collector: CollectorProcess, params: dict, fragment: str) -> None:
+def test_spend_bad_parameters_are_400(
+    collector: CollectorProcess, params: dict, fragment: str
+) -> None:
     response = collector.get("/api/v1/spend", **params)
     assert response.status_code == 400 and fragment in response.json()["detail"]
 
@@ -259,8 +348,19 @@ def test_calls_filters_and_paging(collector: CollectorProcess) -> None:
 
 def test_content_is_redacted_and_reads_are_audited(collector: CollectorProcess) -> None:
     key = collector.create_key("ingest")
-    messages = json.dumps([{"role": "user", "parts": [
-        {"type": "text", "content": "my card is 4111 1111 1111 1111, mail jane@corp.example"}]}])
+    messages = json.dumps(
+        [
+            {
+                "role": "user",
+                "parts": [
+                    {
+                        "type": "text",
+                        "content": "my card is 4111 1111 1111 1111, mail jane@corp.example",
+                    }
+                ],
+            }
+        ]
+    )
     span = chat_span("gpt-4o", 50, 5, 0, **{"gen_ai.input.messages": messages})
     send_spans(collector, key, {"service.name": "redact-app"}, [span])
     rows = collector.wait_for(lambda: collector.calls(app="redact-app"))
@@ -271,3 +371,32 @@ def test_content_is_redacted_and_reads_are_audited(collector: CollectorProcess) 
     compliance = collector.create_key("compliance")
     meta = collector.get("/api/v1/calls", key=compliance, app="redact-app").json()["rows"]
     assert meta and "input_content" not in meta[0]
+
+
+def test_kill_9_after_acknowledgement_loses_and_duplicates_nothing(tmp_path) -> None:
+    from tests.conftest import collector_env, free_port
+    from tests.test_writer import otlp_body
+
+    # Batches wait up to 60 s, so at the kill everything is only in the WAL.
+    proc = CollectorProcess(
+        tmp_path / "data", free_port(), collector_env(TOKENTRAIL_BATCH_MAX_SECONDS="60")
+    )
+    proc.start()
+    try:
+        key = proc.create_key("ingest")
+        for n in range(6):
+            response = proc.post(
+                "/v1/traces",
+                key,
+                content=otlp_body(1000 + n * 10, 10),
+                headers={"Content-Type": "application/x-protobuf"},
+            )
+            assert response.status_code == 200
+        proc.stop(signal.SIGKILL)
+        proc.start()
+        rows = proc.calls(limit=1000, **{"from": "2026-01-01", "to": "2027-01-01"})
+        assert len(rows) == 60 and len({r["span_id"] for r in rows}) == 60
+        proc.restart()  # a clean restart replays nothing twice
+        assert len(proc.calls(limit=1000, **{"from": "2026-01-01", "to": "2027-01-01"})) == 60
+    finally:
+        proc.stop()

@@ -13,7 +13,10 @@ def test_records_come_back_in_order_until_checkpointed(tmp_path: Path) -> None:
     assert seqs == [1, 2, 3, 4, 5]
     wal.checkpoint(2)
     assert [(s, k, p) for s, k, p in wal.pending()] == [
-        (3, 2, b"body 2"), (4, 0, b"body 3"), (5, 1, b"body 4")]
+        (3, 2, b"body 2"),
+        (4, 0, b"body 3"),
+        (5, 1, b"body 4"),
+    ]
     wal.close()
     reopened = WriteAheadLog(tmp_path, fsync=False)
     assert [s for s, _, _ in reopened.pending()] == [3, 4, 5]
@@ -47,7 +50,7 @@ def test_flipped_bit_stops_replay_at_the_damage(tmp_path: Path) -> None:
 
 def test_checkpointed_segments_are_deleted(tmp_path: Path) -> None:
     wal = WriteAheadLog(tmp_path, fsync=False, segment_bytes=64)
-    for i in range(10):
+    for _i in range(10):
         wal.append(b"x" * 50, 1)
     assert len(list(tmp_path.glob("*.wal"))) == 10
     wal.checkpoint(10)

@@ -9,8 +9,8 @@ CREATE TABLE IF NOT EXISTS audit_log
     action    LowCardinality(String),
     object    String,
     details   String CODEC(ZSTD(3)),
-    prev_hash FixedString(64),
-    hash      FixedString(64)
+    prev_hash String,
+    hash      String
 )
 ENGINE = MergeTree
 ORDER BY seq;

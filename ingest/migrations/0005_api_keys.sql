@@ -5,7 +5,7 @@ CREATE TABLE IF NOT EXISTS api_keys
     key_id     String,
     name       String,
     role       LowCardinality(String),
-    key_hash   FixedString(64),
+    key_hash   String,
     created_at DateTime64(3, 'UTC'),
     created_by String,
     revoked_at Nullable(DateTime64(3, 'UTC')),
