@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import signal
+import uuid
 from decimal import Decimal
 
 import httpx
@@ -400,3 +402,40 @@ def test_kill_9_after_acknowledgement_loses_and_duplicates_nothing(tmp_path) -> 
         assert len(proc.calls(limit=1000, **{"from": "2026-01-01", "to": "2027-01-01"})) == 60
     finally:
         proc.stop()
+
+
+SERVER_URL = os.environ.get("TOKENTRAIL_TEST_CLICKHOUSE_URL", "")
+
+
+@pytest.mark.skipif(
+    not SERVER_URL, reason="set TOKENTRAIL_TEST_CLICKHOUSE_URL to test a ClickHouse server"
+)
+def test_collector_on_a_clickhouse_server(tmp_path) -> None:
+    from tests.conftest import collector_env, free_port
+
+    base, _, _ = SERVER_URL.rstrip("/").rpartition("/")
+    database = f"tt_e2e_{uuid.uuid4().hex[:8]}"
+    proc = CollectorProcess(
+        tmp_path / "data",
+        free_port(),
+        collector_env(TOKENTRAIL_CLICKHOUSE_URL=f"{base}/{database}"),
+    )
+    proc.start()
+    try:
+        assert proc.get("/healthz").json()["store"]["backend"] == "clickhouse"
+        key = proc.create_key("ingest")
+        send_spans(proc, key, {"service.name": "server-app"}, [chat_span("gpt-4o", 100, 10, 50)])
+        rows = proc.wait_for(lambda: proc.calls(app="server-app"))
+        expected = calc_price(
+            Usage(input_tokens=100, cache_read_tokens=50, output_tokens=10),
+            "gpt-4o",
+            provider_id="openai",
+        ).total_price
+        assert Decimal(str(rows[0]["cost_usd"])) == expected
+        proc.restart()
+        assert len(proc.calls(app="server-app")) == 1
+    finally:
+        proc.stop()
+        from ingest.store import ServerStore
+
+        ServerStore(f"{base}/{database}").command(f"DROP DATABASE IF EXISTS {database}")
