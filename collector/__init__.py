@@ -1,0 +1,1 @@
+"""The collector: FastAPI app with the OTLP receiver and the HTTP API."""

@@ -1,0 +1,1 @@
+"""Ingest: receive → normalize → price → redact → store."""

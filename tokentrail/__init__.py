@@ -1,0 +1,1 @@
+"""Tokentrail: the CLI and the one settings object."""
