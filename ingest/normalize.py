@@ -80,11 +80,10 @@ def _add_model_call(
     model = call["response_model"] or call["request_model"]
     batch.llm_calls.append(
         {
+            "source": source,
             **common,
             **call,
             "parent_span_id": span["parent_span_id"],
-            "source": source,
-            "attempt": 0,
             "tool_call_count": len(requested),
             "request_hash": request_hash(call["provider"], model, call["input_content"]),
             # Content is in input/output_content (redacted); keep it once.
@@ -106,7 +105,7 @@ def _add_model_call(
                 "team": common["team"],
                 "project": common["project"],
                 "app": common["app"],
-                "source": source,
+                "source": call.get("source", source),
                 **tool,
             }
         )

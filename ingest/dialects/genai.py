@@ -120,6 +120,12 @@ def model_call_facts(span: SpanRecord) -> dict[str, Any] | None:
     }
     for column, keys in TOKEN_KEYS.items():
         facts[column] = _int_or_none(_first(a, keys))
+    # What the capture proxy adds beside the convention (see proxy_addon/export.py).
+    if a.get("tokentrail.source") == "proxy":
+        facts["source"] = "proxy"
+    facts["attempt"] = _int_or_none(a.get("tokentrail.attempt")) or 0
+    for column in ("retry_of", "fallback_of", "gateway_cache", "api_key_fingerprint"):
+        facts[column] = _text(a.get(f"tokentrail.{column}"))
     if facts["operation"] == "embeddings" and facts["input_tokens"] is not None:
         facts["output_tokens"] = facts["output_tokens"] or 0
     return facts
