@@ -1,0 +1,1003 @@
+"""Ingest throughput, side by side: raw protobuf parse → decode → pipeline → HTTP.
+
+Run:  uv run python bench/ingest.py [--spans N] [--batch B] [--concurrency C] [--json]
+
+One run measures, over the same pre-built OTLP request bodies (GenAI chat
+spans with exactly 20 attributes each):
+
+1. raw parse   ``ExportTraceServiceRequest.FromString`` plus touching every
+               span's ids and every attribute's key and value (the least a
+               receiver must do);
+2. decode      ``ingest.otlp.decode_protobuf`` (the collector's receive stage);
+3. pipeline    ``ingest.pipeline.process_spans`` on decoded spans
+               (normalize → price → redact → Arrow), with a per-stage split;
+4. HTTP        a real ``tokentrail serve`` subprocess on a free loopback port
+               and a temp data dir, fed by C keep-alive clients through
+               ``POST /v1/traces``: accepted spans/s (until the last 200) and
+               stored spans/s (until ``/healthz`` shows every row stored).
+
+The machine is shared and noisy, so the script prints rates and ratios and
+never asserts on timings; it exits non-zero only when data went missing or the
+run could not complete. Everything is bounded by ``--timeout`` and the
+collector subprocess and temp dir are removed on any exit (Ctrl-C included).
+
+Options for digging further: ``--profile`` prints a cProfile of decode +
+pipeline in this process; ``--py-spy FILE`` attaches py-spy (if installed in
+the venv) to the collector during the HTTP phase (``.txt`` = collapsed
+stacks, ``.svg`` = flamegraph, ``.json`` = speedscope).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+# Run as a script, Python puts bench/ first on sys.path, where this file would
+# shadow the project's ``ingest`` package: import from the project root instead.
+_HERE = str(Path(__file__).resolve().parent)
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve().as_posix() != _HERE]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
+    ExportTraceServiceRequest,
+)
+from opentelemetry.proto.common.v1.common_pb2 import (  # noqa: E402
+    AnyValue,
+    ArrayValue,
+    KeyValue,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status  # noqa: E402
+
+TARGET_SPANS_PER_S = 20_000
+ATTRIBUTES_PER_SPAN = 20
+# Each GenAI chat span is stored as one ``spans`` row and one ``llm_calls`` row.
+ROWS_PER_SPAN = 2
+
+MODELS = (  # (request model, response model), OpenAI ids genai-prices knows
+    ("gpt-4o-mini", "gpt-4o-mini-2024-07-18"),
+    ("gpt-4o", "gpt-4o-2024-08-06"),
+    ("gpt-4.1", "gpt-4.1-2025-04-14"),
+    ("gpt-4.1-mini", "gpt-4.1-mini-2025-04-14"),
+    ("o3-mini", "o3-mini-2025-01-31"),
+)
+TEAMS = ("search", "support", "billing", "growth", "platform", "risk", "ml-infra", "mobile")
+ROUTES = ("chat", "summarize", "classify", "extract", "rag-answer")
+FINISH = (["stop"], ["stop"], ["stop"], ["length"], ["tool_calls"], ["stop", "length"])
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class Deadline:
+    """One wall-clock budget for the whole run."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def check(self, what: str) -> None:
+        if self.left() <= 0:
+            raise TimeoutError(f"gave up after {self.seconds:.0f} s ({what})")
+
+
+# --------------------------------------------------------------- bodies
+
+
+def _kv(key: str, value: Any) -> KeyValue:
+    if isinstance(value, bool):
+        return KeyValue(key=key, value=AnyValue(bool_value=value))
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    if isinstance(value, float):
+        return KeyValue(key=key, value=AnyValue(double_value=value))
+    if isinstance(value, list):
+        return KeyValue(
+            key=key,
+            value=AnyValue(
+                array_value=ArrayValue(values=[AnyValue(string_value=v) for v in value])
+            ),
+        )
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+def _messages(rng: random.Random, role: str) -> str:
+    # A content-capturing instrumentation's gen_ai.*.messages JSON (--content).
+    text = rng.choice(
+        (
+            "Summarize the attached ticket for the on-call engineer in two sentences.",
+            "Customer jane.doe@example.com asks why invoice 4471 was charged twice.",
+            "Classify this review as positive, negative or neutral: arrived late but works.",
+            "Extract the order number and the shipping address from the message below.",
+        )
+    )
+    return json.dumps([{"role": role, "parts": [{"type": "text", "content": text}]}])
+
+
+def span_attributes(rng: random.Random, i: int, content: bool) -> list[tuple[str, Any]]:
+    """Exactly 20 attributes of one OpenAI chat call, as GenAI semconv 1.37 names them."""
+    request_model, response_model = MODELS[i % len(MODELS)]
+    team = TEAMS[rng.randrange(len(TEAMS))]
+    input_tokens = rng.randint(120, 12_000)
+    output_tokens = rng.randint(5, 1_500)
+    cache_read = rng.choice((0, 0, input_tokens // 2, input_tokens // 1024 * 1024))
+    failed = rng.random() < 0.02
+    attrs: list[tuple[str, Any]] = [
+        ("gen_ai.operation.name", "chat"),
+        ("gen_ai.provider.name", "openai"),
+        ("gen_ai.request.model", request_model),
+        ("gen_ai.response.model", response_model),
+        ("error.type", "RateLimitError")
+        if failed
+        else ("gen_ai.response.id", f"chatcmpl-{rng.getrandbits(96):024x}"),
+        ("gen_ai.usage.input_tokens", input_tokens),
+        ("gen_ai.usage.output_tokens", 0 if failed else output_tokens),
+        ("gen_ai.usage.cache_read.input_tokens", cache_read),
+        ("gen_ai.response.finish_reasons", FINISH[rng.randrange(len(FINISH))]),
+        ("gen_ai.request.temperature", rng.choice((0.0, 0.2, 0.7, 1.0))),
+        ("gen_ai.request.max_tokens", rng.choice((256, 1024, 4096))),
+        ("server.address", "api.openai.com"),
+        ("server.port", 443),
+        ("http.response.status_code", 429 if failed else 200),
+        ("tokentrail.team", team),
+        ("tokentrail.project", f"{team}-{rng.randrange(4)}"),
+        ("tokentrail.user", f"user-{rng.randrange(5000):05d}"),
+        ("tokentrail.route", ROUTES[rng.randrange(len(ROUTES))]),
+    ]
+    if content:
+        attrs += [
+            ("gen_ai.input.messages", _messages(rng, "user")),
+            ("gen_ai.output.messages", _messages(rng, "assistant")),
+        ]
+    else:
+        attrs += [
+            ("gen_ai.request.top_p", rng.choice((0.9, 0.95, 1.0))),
+            ("gen_ai.output.type", "text"),
+        ]
+    assert len(attrs) == ATTRIBUTES_PER_SPAN
+    return attrs
+
+
+def build_bodies(spans: int, batch: int, content: bool, seed: int = 7) -> list[bytes]:
+    """Serialized ExportTraceServiceRequest bodies, ``batch`` spans each (the last may be short)."""
+    rng = random.Random(seed)
+    now_ns = time.time_ns()
+    bodies: list[bytes] = []
+    # Categorical attributes repeat: build their KeyValues once and let the
+    # C++/upb side copy them (extend), which keeps 200k spans quick to build.
+    kv_cache: dict[tuple[str, str], KeyValue] = {}
+    trace_id = b""
+    root_id = b""
+    done = 0
+    while done < spans:
+        n = min(batch, spans - done)
+        req = ExportTraceServiceRequest()
+        rs = req.resource_spans.add()
+        rs.resource.attributes.extend(
+            [
+                _kv("service.name", f"checkout-api-{len(bodies) % 3}"),
+                _kv("service.version", "2.14.1"),
+                _kv("deployment.environment.name", "production"),
+                _kv("telemetry.sdk.name", "opentelemetry"),
+                _kv("telemetry.sdk.language", "python"),
+                _kv("telemetry.sdk.version", "1.38.0"),
+            ]
+        )
+        ss = rs.scope_spans.add()
+        ss.scope.name = "opentelemetry.instrumentation.openai_v2"
+        ss.scope.version = "2.1b0"
+        for j in range(n):
+            i = done + j
+            if i % 4 == 0:  # an agent turn: ~4 model calls under one root span
+                trace_id = rng.randbytes(16)
+                root_id = rng.randbytes(8)
+            attrs = span_attributes(rng, i, content)
+            start = now_ns - rng.randrange(3_600 * 10**9)
+            kvs = []
+            for key, value in attrs:
+                if isinstance(value, str) and len(value) < 40:
+                    kv = kv_cache.get((key, value))
+                    if kv is None:
+                        kv = kv_cache[(key, value)] = _kv(key, value)
+                    kvs.append(kv)
+                else:
+                    kvs.append(_kv(key, value))
+            failed = any(key == "error.type" for key, _ in attrs)
+            sp = Span(
+                trace_id=trace_id,
+                span_id=rng.randbytes(8),
+                parent_span_id=root_id,
+                name=f"chat {attrs[2][1]}",
+                kind=Span.SPAN_KIND_CLIENT,
+                start_time_unix_nano=start,
+                end_time_unix_nano=start + rng.randrange(150, 9_000) * 10**6,
+                status=Status(
+                    code=Status.STATUS_CODE_ERROR if failed else Status.STATUS_CODE_UNSET
+                ),
+            )
+            sp.attributes.extend(kvs)
+            ss.spans.append(sp)
+        bodies.append(req.SerializeToString())
+        done += n
+    return bodies
+
+
+# --------------------------------------------------------------- in-process stages
+
+
+def rate(spans: int, seconds: float) -> float:
+    return spans / seconds if seconds > 0 else float("inf")
+
+
+def bench_raw_parse(bodies: list[bytes]) -> tuple[int, float]:
+    """FromString + touch every span id and every attribute key/value."""
+    from_string = ExportTraceServiceRequest.FromString
+    count = 0
+    started = time.perf_counter()
+    for body in bodies:
+        req = from_string(body)
+        for rs in req.resource_spans:
+            for kv in rs.resource.attributes:
+                kv.key, kv.value.WhichOneof("value")
+            for ss in rs.scope_spans:
+                for sp in ss.spans:
+                    sp.trace_id, sp.span_id, sp.parent_span_id  # noqa: B018
+                    for kv in sp.attributes:
+                        v = kv.value
+                        w = v.WhichOneof("value")
+                        kv.key, getattr(v, w)  # noqa: B018
+                    count += 1
+    return count, time.perf_counter() - started
+
+
+def bench_decode(bodies: list[bytes]) -> tuple[int, float]:
+    from ingest.otlp import decode_protobuf
+
+    count = 0
+    started = time.perf_counter()
+    for body in bodies:
+        count += len(decode_protobuf(body)["spans"])
+    return count, time.perf_counter() - started
+
+
+# Names process_spans looks up in its module at call time; wrapping them there
+# gives a per-stage split without duplicating the pipeline's logic.
+STAGES = (
+    ("normalize", "normalize_spans"),
+    ("price", "price_rows"),
+    ("redact", "redact_rows"),
+    ("arrow spans (+redact attrs)", "spans_table"),
+    ("arrow llm/tool rows", "rows_table"),
+)
+
+
+@contextlib.contextmanager
+def stage_timers(module: Any) -> Iterator[dict[str, float]]:
+    totals: dict[str, float] = {}
+    saved: dict[str, Any] = {}
+
+    def timed(label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[label] = totals.get(label, 0.0) + time.perf_counter() - t
+
+        return wrapper
+
+    for label, name in STAGES:
+        fn = getattr(module, name, None)
+        if callable(fn):
+            saved[name] = fn
+            setattr(module, name, timed(label, fn))
+    try:
+        yield totals
+    finally:
+        for name, fn in saved.items():
+            setattr(module, name, fn)
+
+
+def pipeline_config() -> Any:
+    """As collector/runtime.py builds it, with default prices and redaction."""
+    from ingest.pipeline import PipelineConfig
+    from ingest.pricing import PriceBook
+    from ingest.redact import RedactionRules
+
+    return PipelineConfig(prices=PriceBook.load(None), redaction=RedactionRules.default())
+
+
+def bench_pipeline(bodies: list[bytes]) -> tuple[int, float, dict[str, float], int]:
+    """process_spans per body on already-decoded spans (decode untimed)."""
+    import ingest.pipeline as pipeline
+    from ingest.otlp import decode_protobuf
+
+    config = pipeline_config()
+    # Warm the per-PriceBook lookup cache and imports outside the timing.
+    pipeline.process_spans(decode_protobuf(bodies[0])["spans"][:50], config)
+    count = rows = 0
+    elapsed = 0.0
+    with stage_timers(pipeline) as stages:
+        for body in bodies:
+            spans = decode_protobuf(body)["spans"]
+            started = time.perf_counter()
+            batch = pipeline.process_spans(spans, config)
+            elapsed += time.perf_counter() - started
+            count += len(spans)
+            rows += batch.rows
+    return count, elapsed, dict(stages), rows
+
+
+def profile_in_process(bodies: list[bytes], top: int = 30) -> str:
+    """cProfile of decode + process_spans, top functions by own time."""
+    from ingest.otlp import decode_protobuf
+    from ingest.pipeline import process_spans
+
+    config = pipeline_config()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for body in bodies:
+        process_spans(decode_protobuf(body)["spans"], config)
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out).strip_dirs()
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    return out.getvalue()
+
+
+# --------------------------------------------------------------- collector
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def collector_command(data_dir: Path, port: int) -> list[str]:
+    # The venv's console script, not ``uv run``: the pid we watch (RSS, CPU,
+    # py-spy) must be the collector's Python process, not a launcher.
+    script = Path(sys.executable).with_name("tokentrail")
+    head = (
+        [str(script)]
+        if script.exists()
+        else [sys.executable, "-c", "from tokentrail.cli import app; app()"]
+    )
+    return head + [
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+
+
+def proc_status_kb(pid: int, field: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def proc_cpu_seconds(pid: int | str, task: str = "") -> float | None:
+    """utime + stime of a process (all threads) or one of its tasks, from /proc."""
+    path = f"/proc/{pid}/task/{task}/stat" if task else f"/proc/{pid}/stat"
+    try:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
+    """tid -> (thread name, CPU seconds) for every thread of the process.
+
+    Python 3.11 threads keep the process's name; chDB's native threads carry
+    their own (e.g. a pipeline executor), which separates Python from the store.
+    """
+    out: dict[str, tuple[str, float]] = {}
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                name = Path(f"/proc/{pid}/task/{task}/comm").read_text().strip()
+            except OSError:
+                continue
+            cpu = proc_cpu_seconds(pid, task)
+            if cpu is not None:
+                out[task] = (name, cpu)
+    return out
+
+
+def cpu_by_thread_name(
+    before: dict[str, tuple[str, float]], after: dict[str, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds spent between two ``thread_cpu`` snapshots, summed by thread name."""
+    totals: dict[str, float] = {}
+    for task, (name, cpu) in after.items():
+        spent = cpu - before.get(task, (name, 0.0))[1]
+        if spent > 0:
+            totals[name] = totals.get(name, 0.0) + spent
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+class Collector:
+    """A ``tokentrail serve`` subprocess with its own temp data dir; always cleaned up."""
+
+    def __init__(self, keep_dir: bool = False) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="tokentrail-bench-"))
+        self.data_dir = self.tmp / "data"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.keep_dir = keep_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.tmp / "collector.log"
+        self._log = None
+
+    def start(self, deadline: Deadline) -> None:
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            collector_command(self.data_dir, self.port),
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: we stop exactly it
+        )
+        with httpx.Client(timeout=5) as client:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"collector exited with {self.proc.returncode}:\n{self.log_tail()}"
+                    )
+                deadline.check("waiting for the collector's /healthz")
+                try:
+                    if client.get(self.url + "/healthz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+        key_path = self.data_dir / "admin.key"
+        while not key_path.exists():  # written before the app serves, but be sure
+            deadline.check("waiting for admin.key")
+            time.sleep(0.05)
+        self.key = key_path.read_text().strip()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def health(self, client: httpx.Client) -> dict[str, Any]:
+        response = client.get(self.url + "/healthz")
+        response.raise_for_status()
+        return response.json()
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)  # graceful: uvicorn runs the lifespan close
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        if self._log is not None:
+            self._log.close()
+        if not self.keep_dir:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class PySpy:
+    """Optional: py-spy attached to the collector for the HTTP phase."""
+
+    def __init__(self, out: Path, pid: int, gil: bool = False, rate_hz: int = 200) -> None:
+        exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if not Path(exe).exists():
+            raise RuntimeError("py-spy is not installed (uv pip install py-spy)")
+        fmt = {".svg": "flamegraph", ".json": "speedscope"}.get(out.suffix, "raw")
+        self.proc = subprocess.Popen(
+            [
+                exe,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                str(rate_hz),
+                "--threads",
+                "--format",
+                fmt,
+                "--output",
+                str(out),
+                "--nonblocking",
+            ]
+            + (["--gil"] if gil else []),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        time.sleep(1.0)  # let it attach before the traffic starts
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"py-spy failed: {self.proc.stderr.read().decode()[-500:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGINT)  # py-spy writes its output on SIGINT
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+
+def send_all(
+    collector: Collector, bodies: list[bytes], concurrency: int, deadline: Deadline
+) -> dict[str, Any]:
+    """POST every body with ``concurrency`` keep-alive clients; honour 503 Retry-After."""
+    lock = threading.Lock()
+    next_index = iter(range(len(bodies)))
+    state: dict[str, Any] = {"retries": 0, "error": None, "last_ok": None}
+    latencies: list[float] = []
+    headers = {
+        "Authorization": f"Bearer {collector.key}",
+        "Content-Type": "application/x-protobuf",
+    }
+
+    def worker() -> None:
+        with httpx.Client(
+            base_url=collector.url, headers=headers, timeout=httpx.Timeout(120.0)
+        ) as client:
+            while state["error"] is None:
+                with lock:
+                    i = next(next_index, None)
+                if i is None:
+                    return
+                while True:
+                    if deadline.left() <= 0:
+                        state["error"] = "timed out while sending"
+                        return
+                    t = time.perf_counter()
+                    try:
+                        response = client.post("/v1/traces", content=bodies[i])
+                    except httpx.HTTPError as exc:
+                        state["error"] = f"request {i} failed: {exc!r}"
+                        return
+                    if response.status_code == 503:  # the store is behind: back off, resend
+                        with lock:
+                            state["retries"] += 1
+                        time.sleep(min(float(response.headers.get("retry-after", "1")), 1.0))
+                        continue
+                    if response.status_code != 200:
+                        state["error"] = (
+                            f"request {i}: HTTP {response.status_code}: {response.text[:300]}"
+                        )
+                        return
+                    done = time.perf_counter()
+                    with lock:
+                        latencies.append(done - t)
+                        state["last_ok"] = done
+                    break
+
+    threads = [
+        threading.Thread(target=worker, name=f"bench-client-{n}", daemon=True)
+        for n in range(concurrency)
+    ]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(timeout=0.5)  # short joins keep Ctrl-C responsive
+                if deadline.left() <= 0:
+                    state["error"] = state["error"] or "timed out while sending"
+    except BaseException:
+        # Ctrl-C / SIGTERM: stop the clients before the collector is stopped,
+        # so its graceful shutdown is not kept busy by new requests.
+        state["error"] = state["error"] or "interrupted"
+        raise
+    if state["error"]:
+        raise RuntimeError(state["error"])
+    latencies.sort()
+    return {
+        "started": started,
+        "last_ok": state["last_ok"],
+        "retries_503": state["retries"],
+        "latency_p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else None,
+        "latency_max_ms": 1000 * latencies[-1] if latencies else None,
+    }
+
+
+def bench_http(
+    bodies: list[bytes],
+    spans: int,
+    concurrency: int,
+    deadline: Deadline,
+    py_spy: Path | None,
+    py_spy_gil: bool,
+    keep_dir: bool,
+) -> dict[str, Any]:
+    collector = Collector(keep_dir=keep_dir)
+    spy: PySpy | None = None
+    try:
+        t = time.perf_counter()
+        collector.start(deadline)
+        startup_s = time.perf_counter() - t
+        log(f"  collector pid {collector.pid} on {collector.url} (up in {startup_s:.1f} s)")
+        with httpx.Client(timeout=30) as client:
+            before = collector.health(client)["writer"]
+            rss_idle_kb = proc_status_kb(collector.pid, "VmRSS")
+            if py_spy is not None:
+                spy = PySpy(py_spy, collector.pid, gil=py_spy_gil)
+            cpu0 = proc_cpu_seconds(collector.pid)
+            threads0 = thread_cpu(collector.pid)
+            client0 = proc_cpu_seconds("self")
+            sent = send_all(collector, bodies, concurrency, deadline)
+            started, last_ok = sent["started"], sent["last_ok"]
+            accepted_s = last_ok - started
+            log(f"  {len(bodies)} requests accepted in {accepted_s:.2f} s; waiting for the store")
+            expected = before["stored_rows"] + ROWS_PER_SPAN * spans
+            stored_at = None
+            writer: dict[str, Any] = {}
+            while True:
+                writer = collector.health(client)["writer"]
+                if writer["stored_rows"] >= expected and writer["queued_rows"] == 0:
+                    stored_at = time.perf_counter()
+                    break
+                if writer["stored_rows"] >= writer["accepted_rows"] and not writer["queued_rows"]:
+                    break  # everything accepted is stored, yet short of expected
+                if deadline.left() <= 0:
+                    log(f"  timed out waiting for the store: {writer}")
+                    break
+                time.sleep(0.05)
+            cpu1 = proc_cpu_seconds(collector.pid)
+            threads1 = thread_cpu(collector.pid)
+            client1 = proc_cpu_seconds("self")
+            if spy is not None:
+                spy.stop()
+                spy = None
+            peak_kb = proc_status_kb(collector.pid, "VmHWM")
+            calls = verify_calls(collector, client)
+    finally:
+        if spy is not None:
+            spy.stop()
+        collector.stop()
+
+    stored_rows = writer.get("stored_rows", 0) - before["stored_rows"]
+    elapsed_stored = (stored_at - started) if stored_at else None
+    cpu = (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None
+    return {
+        "collector_startup_s": startup_s,
+        "accepted_s": accepted_s,
+        "stored_s": elapsed_stored,
+        "accepted_spans_per_s": rate(spans, accepted_s),
+        "stored_spans_per_s": rate(spans, elapsed_stored) if elapsed_stored else None,
+        "expected_rows": ROWS_PER_SPAN * spans,
+        "accepted_rows": writer.get("accepted_rows", 0) - before["accepted_rows"],
+        "stored_rows": stored_rows,
+        "stored_spans": stored_rows // ROWS_PER_SPAN,
+        "all_stored": stored_at is not None and stored_rows >= ROWS_PER_SPAN * spans,
+        "llm_calls_in_store": calls,
+        "unpriced_calls": writer.get("unpriced_calls"),
+        "store_failures": writer.get("store_failures"),
+        "retries_503": sent["retries_503"],
+        "request_latency_p50_ms": sent["latency_p50_ms"],
+        "request_latency_max_ms": sent["latency_max_ms"],
+        "collector_cpu_s": cpu,
+        "collector_cpu_cores": cpu / elapsed_stored if cpu and elapsed_stored else None,
+        "collector_cpu_by_thread_s": cpu_by_thread_name(threads0, threads1),
+        "client_cpu_s": (client1 - client0) if client0 is not None and client1 else None,
+        "collector_rss_idle_mb": rss_idle_kb / 1024 if rss_idle_kb else None,
+        "collector_peak_rss_mb": peak_kb / 1024 if peak_kb else None,
+    }
+
+
+def verify_calls(collector: Collector, client: httpx.Client) -> int | None:
+    """Independent count of stored llm_calls rows via the spend API (None if unavailable)."""
+    try:
+        response = client.get(
+            collector.url + "/api/v1/spend",
+            params={"from": int(time.time()) - 3 * 86_400, "to": int(time.time()) + 3_600},
+            headers={"Authorization": f"Bearer {collector.key}"},
+        )
+        response.raise_for_status()
+        return int(sum(row["calls"] for row in response.json()["rows"]))
+    except (httpx.HTTPError, KeyError, TypeError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------- report
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    try:
+        from google.protobuf.internal import api_implementation
+
+        backend = api_implementation.Type()
+    except Exception:  # noqa: BLE001 - informational only
+        backend = "unknown"
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = os.cpu_count()
+    return {
+        "nproc": affinity,
+        "cpu_model": cpu,
+        "python": platform.python_version(),
+        "protobuf_backend": backend,
+        "load_avg_1m": os.getloadavg()[0],
+    }
+
+
+def fmt_rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def print_table(result: dict[str, Any]) -> None:
+    r = result["rates"]
+    raw = r["raw_parse"]
+    rows = [
+        ("raw parse (FromString + touch attrs)", r["raw_parse"]),
+        ("decode_protobuf", r["decode"]),
+        ("process_spans (decoded input)", r["pipeline"]),
+        ("decode + process_spans (derived)", r["decode_plus_pipeline"]),
+        ("HTTP accepted (until last 200)", r.get("http_accepted")),
+        ("HTTP stored (until stored)", r.get("http_stored")),
+    ]
+    cfg = result["config"]
+    print()
+    print(
+        f"Tokentrail ingest: {cfg['spans']:,} spans, {cfg['batch']} spans/request, "
+        f"{cfg['concurrency']} clients, {ATTRIBUTES_PER_SPAN} attributes/span"
+        + (", with content" if cfg["content"] else "")
+    )
+    print(f"{'stage':<40}{'spans/s':>12}{'x raw parse':>13}")
+    print("-" * 65)
+    for label, value in rows:
+        ratio = "-" if value is None or not raw else f"{value / raw:.3f}"
+        print(f"{label:<40}{fmt_rate(value):>12}{ratio:>13}")
+    print("-" * 65)
+    stages = result.get("pipeline_stages_s") or {}
+    total = sum(stages.values())
+    if stages:
+        print("process_spans split (share of its time):")
+        for label, seconds in sorted(stages.items(), key=lambda kv: -kv[1]):
+            print(f"  {label:<36}{100 * seconds / total:>6.1f} %  ({seconds:.2f} s)")
+    http = result.get("http")
+    if http:
+        print(
+            f"HTTP: accepted in {http['accepted_s']:.2f} s, stored in "
+            + (f"{http['stored_s']:.2f} s" if http["stored_s"] else "- (not all stored)")
+            + f"; rows stored {http['stored_rows']:,}/{http['expected_rows']:,}"
+            + f"; llm_calls via API {http['llm_calls_in_store']}"
+            + f"; 503 retries {http['retries_503']}"
+        )
+        print(
+            f"      request latency p50 {http['request_latency_p50_ms']:.0f} ms, "
+            f"max {http['request_latency_max_ms']:.0f} ms; collector CPU "
+            + (
+                f"{http['collector_cpu_s']:.1f} s ({http['collector_cpu_cores']:.2f} cores)"
+                if http["collector_cpu_cores"]
+                else "-"
+            )
+            + f"; peak RSS {http['collector_peak_rss_mb'] or 0:,.0f} MB"
+            + f" (idle {http['collector_rss_idle_mb'] or 0:,.0f} MB)"
+        )
+        threads = http.get("collector_cpu_by_thread_s") or {}
+        if threads:
+            print(
+                "      collector CPU by thread name: "
+                + ", ".join(f"{name} {sec:.1f} s" for name, sec in list(threads.items())[:6])
+                + (
+                    f"; this client process {http['client_cpu_s']:.1f} s"
+                    if http["client_cpu_s"]
+                    else ""
+                )
+            )
+    ratio = result["ratios"].get("http_stored_over_raw_parse")
+    print("HTTP stored / raw parse: " + ("-" if ratio is None else f"{ratio:.3f}"))
+    met = result["target_met"]
+    print(
+        f"target {TARGET_SPANS_PER_S:,} spans/s stored end to end: "
+        + ("n/a" if met is None else ("met" if met else "NOT met"))
+    )
+    m = result["machine"]
+    print(
+        f"machine: {m['nproc']} CPUs, {m['cpu_model']}, Python {m['python']}, "
+        f"protobuf {m['protobuf_backend']}, load avg {m['load_avg_1m']:.2f} at start, "
+        f"{result['load_avg_1m_end']:.2f} at end"
+    )
+    print(f"(bodies: {result['body_mb']:.0f} MB, built in {result['build_s']:.1f} s)")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    deadline = Deadline(args.timeout)
+    log(f"building {args.spans:,} spans in requests of {args.batch} ...")
+    t = time.perf_counter()
+    bodies = build_bodies(args.spans, args.batch, args.content)
+    build_s = time.perf_counter() - t
+    body_mb = sum(map(len, bodies)) / 1e6
+    deadline.check("building bodies")
+
+    log("raw parse ...")
+    n, raw_s = bench_raw_parse(bodies)
+    assert n == args.spans, (n, args.spans)
+    deadline.check("raw parse")
+    log("decode_protobuf ...")
+    n, decode_s = bench_decode(bodies)
+    assert n == args.spans, f"decode_protobuf kept {n} of {args.spans} spans"
+    deadline.check("decode")
+    log("process_spans ...")
+    n, pipeline_s, stages, rows = bench_pipeline(bodies)
+    deadline.check("pipeline")
+
+    result: dict[str, Any] = {
+        "config": {
+            "spans": args.spans,
+            "batch": args.batch,
+            "concurrency": args.concurrency,
+            "requests": len(bodies),
+            "attributes_per_span": ATTRIBUTES_PER_SPAN,
+            "content": args.content,
+            "env": {k: v for k, v in os.environ.items() if k.startswith("TOKENTRAIL_")},
+        },
+        "machine": machine(),
+        "build_s": build_s,
+        "body_mb": body_mb,
+        "seconds": {"raw_parse": raw_s, "decode": decode_s, "pipeline": pipeline_s},
+        "pipeline_rows": rows,
+        "pipeline_stages_s": stages,
+    }
+    rates: dict[str, float | None] = {
+        "raw_parse": rate(args.spans, raw_s),
+        "decode": rate(args.spans, decode_s),
+        "pipeline": rate(args.spans, pipeline_s),
+        "decode_plus_pipeline": rate(args.spans, decode_s + pipeline_s),
+        "http_accepted": None,
+        "http_stored": None,
+    }
+    result["rates"] = rates
+
+    if args.profile:
+        log("cProfile of decode + process_spans ...")
+        result["profile"] = profile_in_process(bodies, args.profile_top)
+
+    if not args.no_http:
+        log(f"HTTP: starting a collector, then {args.concurrency} clients ...")
+        http = bench_http(
+            bodies,
+            args.spans,
+            args.concurrency,
+            deadline,
+            Path(args.py_spy).resolve() if args.py_spy else None,
+            args.py_spy_gil,
+            args.keep_data_dir,
+        )
+        result["http"] = http
+        rates["http_accepted"] = http["accepted_spans_per_s"]
+        rates["http_stored"] = http["stored_spans_per_s"]
+    stored = rates["http_stored"]
+    result["ratios"] = {
+        "decode_over_raw_parse": rates["decode"] / rates["raw_parse"],
+        "decode_plus_pipeline_over_raw_parse": rates["decode_plus_pipeline"] / rates["raw_parse"],
+        "http_accepted_over_raw_parse": (
+            rates["http_accepted"] / rates["raw_parse"] if rates["http_accepted"] else None
+        ),
+        "http_stored_over_raw_parse": stored / rates["raw_parse"] if stored else None,
+    }
+    result["load_avg_1m_end"] = os.getloadavg()[0]
+    result["target_spans_per_s"] = TARGET_SPANS_PER_S
+    result["target_met"] = None if args.no_http else bool(stored and stored >= TARGET_SPANS_PER_S)
+    result["ok"] = bool(args.no_http or result["http"]["all_stored"])
+    return result
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--spans", type=int, default=200_000, help="total spans (default 200000)")
+    p.add_argument("--batch", type=int, default=1000, help="spans per request (default 1000)")
+    p.add_argument("--concurrency", type=int, default=4, help="HTTP clients (default 4)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    p.add_argument("--timeout", type=float, default=300, help="abort after this many seconds")
+    p.add_argument(
+        "--content",
+        action="store_true",
+        help="2 of the 20 attributes are gen_ai.input/output.messages (exercises redaction)",
+    )
+    p.add_argument("--no-http", action="store_true", help="skip the end-to-end collector run")
+    p.add_argument("--profile", action="store_true", help="cProfile decode + process_spans")
+    p.add_argument("--profile-top", type=int, default=25, help="functions per cProfile listing")
+    p.add_argument(
+        "--py-spy",
+        metavar="FILE",
+        help="record the collector with py-spy during the HTTP phase (.txt/.svg/.json)",
+    )
+    p.add_argument(
+        "--py-spy-gil", action="store_true", help="py-spy samples only the GIL holder (--gil)"
+    )
+    p.add_argument(
+        "--keep-data-dir", action="store_true", help="keep the collector's temp data dir"
+    )
+    args = p.parse_args(argv)
+    if args.spans < 1 or args.batch < 1 or args.concurrency < 1:
+        p.error("--spans, --batch and --concurrency must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def terminated(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)  # unwinds through the cleanup in bench_http
+
+    signal.signal(signal.SIGTERM, terminated)
+    # Ctrl-C must unwind through the cleanup even where SIGINT was inherited
+    # as ignored (e.g. started in the background by a non-interactive shell).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = run(args)
+    except KeyboardInterrupt:
+        log("interrupted; collector stopped and temp dir removed")
+        return 130
+    except (TimeoutError, RuntimeError) as exc:
+        log(f"error: {exc}")
+        return 1
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print_table(result)
+        if "profile" in result:
+            print("\n" + result["profile"])
+    if not result["ok"]:
+        log("error: not every span was stored")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
