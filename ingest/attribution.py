@@ -30,17 +30,34 @@ _KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def attribute_call(attributes: dict[str, AttrValue], resource: dict[str, AttrValue]) -> Attribution:
+def _from(source: dict[str, AttrValue]) -> dict[str, str]:
     found: dict[str, str] = {}
     for field, keys in _KEYS.items():
-        value = ""
-        for source in (attributes, resource):
-            for key in keys:
-                candidate = source.get(key)
-                if candidate not in (None, ""):
-                    value = str(candidate)
-                    break
-            if value:
+        for key in keys:
+            candidate = source.get(key)
+            if candidate not in (None, ""):
+                found[field] = str(candidate)
                 break
-        found[field] = value
-    return Attribution(**found)  # type: ignore[typeddict-item]
+    return found
+
+
+_EMPTY = dict.fromkeys(_KEYS, "")
+
+
+def attribute_call(
+    attributes: dict[str, AttrValue],
+    resource: dict[str, AttrValue],
+    resource_cache: dict[int, dict[str, str]] | None = None,
+) -> Attribution:
+    """Span attributes win over resource attributes, field by field.
+
+    ``resource_cache`` (keyed by id, valid while the resources live) lets a
+    batch read each shared resource once instead of once per span."""
+    if resource_cache is None:
+        from_resource = _from(resource)
+    else:
+        cached = resource_cache.get(id(resource))
+        if cached is None:
+            cached = resource_cache[id(resource)] = _from(resource)
+        from_resource = cached
+    return Attribution(**(_EMPTY | from_resource | _from(attributes)))  # type: ignore[typeddict-item]

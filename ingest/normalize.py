@@ -11,7 +11,7 @@ from hashlib import sha256
 from typing import Any
 
 from ingest.attribution import attribute_call
-from ingest.dialects import CONTENT_ATTRIBUTE_KEYS, DIALECTS
+from ingest.dialects import DIALECTS
 from ingest.records import SpanRecord
 
 
@@ -19,6 +19,8 @@ from ingest.records import SpanRecord
 class NormalizedBatch:
     llm_calls: list[dict[str, Any]] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    # Attribution read from each resource once per batch (resources are shared).
+    resources: dict[int, dict[str, str]] = field(default_factory=dict)
 
 
 def request_hash(provider: str, model: str, input_content: str) -> str:
@@ -34,11 +36,11 @@ def request_hash(provider: str, model: str, input_content: str) -> str:
 
 def normalize_spans(spans: list[SpanRecord], source: str = "otlp") -> NormalizedBatch:
     batch = NormalizedBatch()
-    for span in spans:
+    for index, span in enumerate(spans):
         for dialect in DIALECTS:
             call = dialect.model_call_facts(span)
             if call is not None:
-                _add_model_call(batch, span, call, dialect, source)
+                _add_model_call(batch, span, index, call, dialect, source)
                 break
             tool = dialect.executed_tool_facts(span)
             if tool is not None:
@@ -61,8 +63,8 @@ def _link_tools_to_requests(tool_calls: list[dict[str, Any]]) -> None:
             row["llm_span_id"] = requested_by.get((row["trace_id"], row["tool_call_id"]), "")
 
 
-def _common(span: SpanRecord) -> dict[str, Any]:
-    who = attribute_call(span["attributes"], span["resource"])
+def _common(span: SpanRecord, resources: dict[int, dict[str, str]]) -> dict[str, Any]:
+    who = attribute_call(span["attributes"], span["resource"], resources)
     return {
         "ts": span["start_ns"] // 1000,
         "trace_id": span["trace_id"],
@@ -73,9 +75,14 @@ def _common(span: SpanRecord) -> dict[str, Any]:
 
 
 def _add_model_call(
-    batch: NormalizedBatch, span: SpanRecord, call: dict[str, Any], dialect: Any, source: str
+    batch: NormalizedBatch,
+    span: SpanRecord,
+    index: int,
+    call: dict[str, Any],
+    dialect: Any,
+    source: str,
 ) -> None:
-    common = _common(span)
+    common = _common(span, batch.resources)
     requested = dialect.requested_tool_calls(call["output_content"])
     model = call["response_model"] or call["request_model"]
     batch.llm_calls.append(
@@ -86,10 +93,8 @@ def _add_model_call(
             "parent_span_id": span["parent_span_id"],
             "tool_call_count": len(requested),
             "request_hash": request_hash(call["provider"], model, call["input_content"]),
-            # Content is in input/output_content (redacted); keep it once.
-            "attributes": {
-                k: v for k, v in span["attributes"].items() if k not in CONTENT_ATTRIBUTE_KEYS
-            },
+            # attributes = this span's, minus content; cut in Arrow by the pipeline.
+            "span_index": index,
         }
     )
     for tool in requested:
@@ -114,7 +119,7 @@ def _add_model_call(
 def _add_executed_tool(
     batch: NormalizedBatch, span: SpanRecord, tool: dict[str, Any], source: str
 ) -> None:
-    common = _common(span)
+    common = _common(span, batch.resources)
     batch.tool_calls.append(
         {
             "ts": common["ts"],

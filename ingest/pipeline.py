@@ -16,7 +16,13 @@ from ingest.normalize import normalize_spans
 from ingest.pricing import PriceBook, price_call
 from ingest.records import AttrValue, SpanRecord, TokenUsage
 from ingest.redact import RedactionRules, redact_text
-from ingest.rows import LLM_CALLS_SCHEMA, TOOL_CALLS_SCHEMA, rows_table, spans_table
+from ingest.rows import (
+    LLM_CALLS_SCHEMA,
+    TOOL_CALLS_SCHEMA,
+    rows_table,
+    spans_table,
+    take_map_without,
+)
 
 TABLES = ("spans", "llm_calls", "tool_calls")
 
@@ -75,10 +81,13 @@ def redact_attributes(
     attributes: dict[str, AttrValue], rules: RedactionRules
 ) -> dict[str, AttrValue]:
     """A copy with content-bearing attributes redacted (the input may be shared)."""
-    if not CONTENT_ATTRIBUTE_KEYS.intersection(attributes):
+    # Runs for every span: looking up the few content keys is cheaper than
+    # intersecting with all of the span's attributes.
+    present = [key for key in CONTENT_ATTRIBUTE_KEYS if key in attributes]
+    if not present:
         return attributes
     cleaned = dict(attributes)
-    for key in CONTENT_ATTRIBUTE_KEYS.intersection(attributes):
+    for key in present:
         value = cleaned[key]
         cleaned[key] = redact_text(value if isinstance(value, str) else str(value), rules)[0]
     return cleaned
@@ -91,10 +100,18 @@ def process_spans(
     unpriced = price_rows(normalized.llm_calls, config.prices)
     redact_rows(normalized.llm_calls, ("input_content", "output_content"), config.redaction)
     redact_rows(normalized.tool_calls, ("arguments", "result"), config.redaction)
+    spans_rows = spans_table(spans, lambda attrs: redact_attributes(attrs, config.redaction))
+    call_attributes = take_map_without(
+        spans_rows.column("attributes").combine_chunks(),
+        [call["span_index"] for call in normalized.llm_calls],
+        CONTENT_ATTRIBUTE_KEYS,
+    )
     return TableBatch(
         tables={
-            "spans": spans_table(spans, lambda attrs: redact_attributes(attrs, config.redaction)),
-            "llm_calls": rows_table(normalized.llm_calls, LLM_CALLS_SCHEMA),
+            "spans": spans_rows,
+            "llm_calls": rows_table(
+                normalized.llm_calls, LLM_CALLS_SCHEMA, {"attributes": call_attributes}
+            ),
             "tool_calls": rows_table(normalized.tool_calls, TOOL_CALLS_SCHEMA),
         },
         unpriced_calls=unpriced,

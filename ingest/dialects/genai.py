@@ -72,11 +72,25 @@ def _text(value: AttrValue) -> str:
 
 
 def _content(span: SpanRecord, keys: tuple[str, ...]) -> str:
-    sources = [span["attributes"]] + [
-        event["attributes"] for event in span["events"] if event["name"] == CONTENT_EVENT
-    ]
-    parts = [_text(source[key]) for source in sources for key in keys if source.get(key)]
+    attributes = span["attributes"]
+    parts = [_text(attributes[key]) for key in keys if attributes.get(key)]
+    for event in span["events"]:
+        if event["name"] == CONTENT_EVENT:
+            parts += [_text(event["attributes"][k]) for k in keys if event["attributes"].get(k)]
     return "\n".join(parts)
+
+
+def _tokens(attributes: dict[str, AttrValue], keys: tuple[str, ...]) -> int | None:
+    for key in keys:
+        value = attributes.get(key)
+        if value is not None:
+            return _int_or_none(value)
+    return None
+
+
+# Columns only the capture proxy states; OTLP spans from SDKs get these defaults.
+PROXY_COLUMNS = ("retry_of", "fallback_of", "gateway_cache", "api_key_fingerprint")
+_NOT_FROM_PROXY = dict.fromkeys(PROXY_COLUMNS, "") | {"attempt": 0}
 
 
 def operation_of(span: SpanRecord) -> str | None:
@@ -119,13 +133,15 @@ def model_call_facts(span: SpanRecord) -> dict[str, Any] | None:
         "output_content": _content(span, OUTPUT_CONTENT_KEYS),
     }
     for column, keys in TOKEN_KEYS.items():
-        facts[column] = _int_or_none(_first(a, keys))
+        facts[column] = _tokens(a, keys)
     # What the capture proxy adds beside the convention (see proxy_addon/export.py).
     if a.get("tokentrail.source") == "proxy":
         facts["source"] = "proxy"
-    facts["attempt"] = _int_or_none(a.get("tokentrail.attempt")) or 0
-    for column in ("retry_of", "fallback_of", "gateway_cache", "api_key_fingerprint"):
-        facts[column] = _text(a.get(f"tokentrail.{column}"))
+        facts["attempt"] = _int_or_none(a.get("tokentrail.attempt")) or 0
+        for column in PROXY_COLUMNS:
+            facts[column] = _text(a.get(f"tokentrail.{column}"))
+    else:
+        facts.update(_NOT_FROM_PROXY)
     if facts["operation"] == "embeddings" and facts["input_tokens"] is not None:
         facts["output_tokens"] = facts["output_tokens"] or 0
     return facts
