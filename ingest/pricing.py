@@ -174,6 +174,48 @@ _Match = tuple[gp_types.Provider, gp_types.ModelInfo]
 class _Resolved:
     override: PriceOverride | None
     match: _Match | None
+    # The model's one price set when it has no tiers and no dated prices:
+    # then the cost is a few Decimal products, computed here (see _flat_total).
+    flat: gp_types.ModelPrice | None = None
+
+
+_TEXT_FIELDS = ("input_mtok", "cache_write_mtok", "cache_read_mtok", "output_mtok")
+
+
+def _flat_prices(match: _Match | None) -> gp_types.ModelPrice | None:
+    prices = match[1].prices if match is not None else None
+    if not isinstance(prices, gp_types.ModelPrice):
+        return None  # dated prices: genai-prices picks by timestamp
+    if any(isinstance(getattr(prices, f), gp_types.TieredPrices) for f in _TEXT_FIELDS):
+        return None
+    return prices
+
+
+def _flat_total(
+    p: gp_types.ModelPrice, n_in: int, n_read: int, n_write: int, n_out: int
+) -> Decimal:
+    """genai-prices' ModelPrice.calc_price for flat text prices, term for term.
+
+    Cache reads/writes without a price of their own are charged as plain input,
+    as genai-prices does; a test checks equality over the whole snapshot.
+    """
+    read = n_read if p.cache_read_mtok is not None else 0
+    write = n_write if p.cache_write_mtok is not None else 0
+    text = n_in - read - write if p.input_mtok is not None else 0
+    if text < 0:
+        raise ValueError("cache tokens exceed input tokens")
+    total = Decimal(0)
+    for price, count in (
+        (p.input_mtok, text),
+        (p.cache_write_mtok, write),
+        (p.cache_read_mtok, read),
+        (p.output_mtok, n_out),
+    ):
+        if price is not None:
+            total += price * count / 1_000_000
+    if p.requests_kcount is not None:
+        total += p.requests_kcount / 1000
+    return total
 
 
 @dataclass(frozen=True)
@@ -249,7 +291,7 @@ class PriceBook:
         override = next((o for p in pids if (o := self._exact.get((p, lower)))), None)
         if override is None:
             override = next((o for p in pids if (o := self._star.get(p))), None)
-        return _Resolved(override, match)
+        return _Resolved(override, match, _flat_prices(match))
 
 
 def _lookup(provider_id: str, model: str) -> _Match | None:
@@ -361,6 +403,12 @@ def price_call(
         ts = ts.replace(tzinfo=UTC)
     gp_provider, gp_model = resolved.match
     try:
+        if resolved.flat is not None:
+            total = _flat_total(resolved.flat, n_in, n_read, n_write, n_out)
+            if override is not None:
+                assert override.discount is not None
+                return CallPrice(total * (_ONE - override.discount), "override", book.version)
+            return CallPrice(total, "genai-prices", GENAI_PRICES_VERSION)
         # The same call genai_prices.calc_price makes after its lookup; the
         # lookup is ours (cached, misses included). Tiers and dated prices are
         # chosen here from the full usage and the timestamp.

@@ -312,3 +312,49 @@ def test_every_mapping_target_is_a_genai_prices_provider() -> None:
     known = {p.id for p in data_snapshot.get_snapshot().providers}
     targets = set(PROVIDER_IDS.values())
     assert targets - known == PROVIDER_IDS_NOT_IN_GENAI_PRICES
+
+
+def test_flat_price_fast_path_equals_genai_prices_for_every_flat_model() -> None:
+    """The fast path must be exact: compare with calc_price across the snapshot."""
+    import random
+
+    from genai_prices import calc_price as gp_calc_price
+    from genai_prices import data_snapshot
+
+    from ingest.pricing import _flat_prices
+
+    rng = random.Random(3)
+    book = PriceBook.load(None)
+    checked = 0
+    for provider in data_snapshot.get_snapshot().providers:
+        for model in provider.models:
+            if _flat_prices((provider, model)) is None:
+                continue
+            for _ in range(3):
+                n_in = rng.randrange(0, 300_000)
+                n_read = rng.randrange(0, n_in + 1)
+                n_write = rng.randrange(0, n_in - n_read + 1)
+                n_out = rng.randrange(0, 50_000)
+                usage = TokenUsage(
+                    input_tokens=n_in,
+                    cache_read_tokens=n_read,
+                    cache_write_tokens=n_write,
+                    output_tokens=n_out,
+                )
+                try:
+                    expected = gp_calc_price(
+                        Usage(
+                            input_tokens=n_in,
+                            cache_read_tokens=n_read,
+                            cache_write_tokens=n_write,
+                            output_tokens=n_out,
+                        ),
+                        model.id,
+                        provider_id=provider.id,
+                    ).total_price
+                except LookupError:  # an id its own match rules do not find
+                    break
+                ours = price_call(book, provider.id, model.id, usage)
+                assert ours.cost_usd == expected, (provider.id, model.id, usage)
+                checked += 1
+    assert checked > 300
