@@ -1,1 +1,4 @@
-"""Analytics jobs: pure polars LazyFrame → LazyFrame functions over llm_calls (cost, cache, failover, routing). Not built yet."""
+"""Analytics jobs: pure polars LazyFrame → LazyFrame functions over llm_calls.
+
+Cost, cache, failover and routing jobs are not built yet.
+"""

@@ -61,6 +61,8 @@ def price_rows(calls: list[dict[str, Any]], prices: PriceBook) -> int:
         call["cost_usd"] = price.cost_usd
         call["cost_source"] = price.cost_source
         call["price_version"] = price.price_version
+        if not call["provider"]:
+            call["provider"] = price.provider  # the provider whose list priced it
         if price.cost_usd is None and price.cost_source != "no-usage":
             unpriced += 1
     return unpriced

@@ -149,6 +149,7 @@ class CallPrice:
     cost_usd: Decimal | None  # None when unpriced
     cost_source: str  # "genai-prices" | "override" | "unpriced" | "no-usage"
     price_version: str  # "" when cost_usd is None
+    provider: str = ""  # genai-prices' id of the provider whose price was used
 
 
 UNPRICED = CallPrice(None, "unpriced", "")
@@ -300,6 +301,14 @@ def _lookup(provider_id: str, model: str) -> _Match | None:
         return snapshot.find_provider_model(model, None, provider_id or None, None)
     except LookupError:
         pass
+    if not provider_id:
+        # No provider at all (an OpenAI-compatible endpoint on an unknown host):
+        # genai-prices' guess misses some of OpenAI's own models (embeddings),
+        # and the OpenAI wire format makes OpenAI's list the likeliest price.
+        try:
+            return snapshot.find_provider_model(model, None, "openai", None)
+        except LookupError:
+            return None
     # An empty or unknown provider (vllm, ollama, ibm, ...) gets genai-prices'
     # guess from the model name; a known provider that lacks the model does not,
     # since another provider's price for a same-named model would be a guess.
@@ -407,8 +416,10 @@ def price_call(
             total = _flat_total(resolved.flat, n_in, n_read, n_write, n_out)
             if override is not None:
                 assert override.discount is not None
-                return CallPrice(total * (_ONE - override.discount), "override", book.version)
-            return CallPrice(total, "genai-prices", GENAI_PRICES_VERSION)
+                return CallPrice(
+                    total * (_ONE - override.discount), "override", book.version, gp_provider.id
+                )
+            return CallPrice(total, "genai-prices", GENAI_PRICES_VERSION, gp_provider.id)
         # The same call genai_prices.calc_price makes after its lookup; the
         # lookup is ours (cached, misses included). Tiers and dated prices are
         # chosen here from the full usage and the timestamp.
@@ -428,8 +439,10 @@ def price_call(
         return UNPRICED
     if override is not None:
         assert override.discount is not None
-        return CallPrice(calc.total_price * (_ONE - override.discount), "override", book.version)
-    return CallPrice(calc.total_price, "genai-prices", GENAI_PRICES_VERSION)
+        return CallPrice(
+            calc.total_price * (_ONE - override.discount), "override", book.version, gp_provider.id
+        )
+    return CallPrice(calc.total_price, "genai-prices", GENAI_PRICES_VERSION, gp_provider.id)
 
 
 def _override_price(

@@ -53,7 +53,7 @@ def test_openai_cached_tokens_exact_and_cheaper_than_uncached() -> None:
     uncached: TokenUsage = {"input_tokens": 10_000, "cache_read_tokens": 0, "output_tokens": 500}
     got = price_call(LIST, "openai", "gpt-4o", cached, TS)
     assert got == CallPrice(
-        _list_total("openai", "gpt-4o", cached), "genai-prices", GENAI_PRICES_VERSION
+        _list_total("openai", "gpt-4o", cached), "genai-prices", GENAI_PRICES_VERSION, "openai"
     )
     assert isinstance(got.cost_usd, Decimal)
     no_cache = price_call(LIST, "openai", "gpt-4o", uncached, TS).cost_usd
@@ -169,7 +169,7 @@ output_mtok = 8.1
     got = price_call(book, "openai", "gpt-4o", usage, TS)  # case ignored
     # uncached 5000 @ 2.0, reads @ 0.55, writes default to the input price, output @ 8.1
     expected = Decimal("0.01") + Decimal("0.0022") + Decimal("0.002") + Decimal("0.00243")
-    assert got == CallPrice(expected, "override", book.version)
+    assert got == CallPrice(expected, "override", book.version)  # not a list price
     # Other models keep the list price and the plain genai-prices version.
     other = price_call(book, "openai", "gpt-4o-mini", usage, TS)
     assert other.cost_source == "genai-prices"
@@ -210,7 +210,7 @@ discount = "0.5"
     usage: TokenUsage = {"input_tokens": 5_000, "cache_read_tokens": 1_000, "output_tokens": 400}
     haiku = price_call(book, "anthropic", "claude-3-5-haiku-latest", usage, TS)
     list_haiku = _list_total("anthropic", "claude-3-5-haiku-latest", usage)
-    assert haiku == CallPrice(list_haiku * Decimal("0.85"), "override", book.version)
+    assert haiku == CallPrice(list_haiku * Decimal("0.85"), "override", book.version, "anthropic")
     sonnet = price_call(book, "anthropic", "claude-sonnet-4-5", usage, TS)
     assert sonnet.cost_usd == _list_total("anthropic", "claude-sonnet-4-5", usage) * Decimal("0.5")
     # A discount needs a list price: an unknown model stays unpriced.
@@ -358,3 +358,11 @@ def test_flat_price_fast_path_equals_genai_prices_for_every_flat_model() -> None
                 assert ours.cost_usd == expected, (provider.id, model.id, usage)
                 checked += 1
     assert checked > 300
+
+
+def test_no_provider_falls_back_to_openai_list_and_names_it() -> None:
+    usage: TokenUsage = {"input_tokens": 1000, "output_tokens": 0}
+    got = price_call(LIST, "", "text-embedding-3-small", usage, TS)
+    assert got.provider == "openai"
+    assert got.cost_usd == _list_total("openai", "text-embedding-3-small", usage)
+    assert price_call(LIST, "", "our-own-llama", usage, TS).cost_usd is None

@@ -123,13 +123,61 @@ def up(
 @app.command()
 def proxy(
     data_dir: DataDir = None,
-    host: str = "127.0.0.1",
-    port: int = 8080,
+    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Explicit-proxy port (HTTPS_PROXY)")] = 8080,
     collector_url: Annotated[str, typer.Option(help="Collector URL")] = DEFAULT_API_URL,
-    reverse: Annotated[list[str] | None, typer.Option(help="NAME=PORT reverse listener")] = None,
+    reverse: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=PORT reverse listener; NAME is a provider (openai, anthropic, "
+            "gemini, ...) or an upstream URL"
+        ),
+    ] = None,
+    content: Annotated[
+        bool,
+        typer.Option("--content/--no-content", help="Capture (redacted) prompts and responses"),
+    ] = True,
+    key_teams: Annotated[
+        Path | None, typer.Option(help="JSON file: API-key fingerprint → team")
+    ] = None,
+    upstream_ca: Annotated[
+        Path | None, typer.Option(help="Extra CA bundle to trust upstream")
+    ] = None,
+    spool_max_mb: Annotated[int, typer.Option(help="Bound of the on-disk spool")] = 512,
+    chaos: Annotated[bool, typer.Option(hidden=True, help="Make every addon hook raise")] = False,
 ) -> None:
-    """Run the capture proxy (mitmproxy addon)."""
-    not_yet("tokentrail proxy")
+    """Run the capture proxy (mitmdump with the Tokentrail addon)."""
+    from proxy_addon.launch import mitmdump_args, proxy_api_key, run_mitmdump
+
+    settings = settings_from(data_dir=data_dir)
+    try:
+        args = mitmdump_args(
+            settings.data_dir,
+            host,
+            port,
+            collector_url,
+            reverse or [],
+            content=content,
+            key_teams=key_teams,
+            upstream_ca=upstream_ca,
+            spool_max_mb=spool_max_mb,
+            chaos=chaos,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    api_key = proxy_api_key(settings)
+    if not api_key:
+        typer.echo(
+            "warning: no ingest key (TOKENTRAIL_API_KEY or <data-dir>/proxy.key); "
+            "calls are spooled until one is set",
+            err=True,
+        )
+    ca = settings.data_dir / "proxy" / "mitmproxy" / "mitmproxy-ca-cert.pem"
+    typer.echo(f"tokentrail proxy on http://{host}:{port}  collector: {collector_url}")
+    typer.echo(
+        f"clients trust the CA in {ca} (SSL_CERT_FILE, REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS)"
+    )
+    raise typer.Exit(run_mitmdump(args, api_key))
 
 
 @app.command()

@@ -1,0 +1,323 @@
+"""The capture addon: mitmproxy hooks that turn model calls into spans.
+
+Run by ``tokentrail proxy`` (``mitmdump -s proxy_addon/mitmdump_script.py``). Each hook
+does the least it can on the proxy's path — recognize the call, strip our
+headers, tap a stream — and leaves parsing and export to a worker thread.
+Every hook fails open: an exception is logged and counted, and the client's
+request and response pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import orjson
+from mitmproxy import ctx, http
+
+from ingest.redact import RedactionRules
+from proxy_addon.attribution import api_key_fingerprint, attribute_request, strip_our_headers
+from proxy_addon.export import CallExporter, CapturedCall
+from proxy_addon.gateway import gateway_attributes
+from proxy_addon.providers import identify
+from proxy_addon.providers.base import CallFacts, RequestFacts, RequestView, ResponseView
+from proxy_addon.retries import RetryTracker, request_key
+from proxy_addon.spool import Sender, Spool
+from proxy_addon.streams import Decompressor, is_streamed
+
+log = logging.getLogger("tokentrail.proxy")
+STATE = "tokentrail"  # key in flow.metadata
+
+
+@dataclass
+class FlowState:
+    provider: str
+    module: ModuleType
+    request: RequestFacts
+    retry_key: str
+    start_ns: int
+    trace_id: int
+    span_id: int
+    parent_span_id: int | None
+    attributes: dict[str, Any]
+    tap: Any = None
+    decompressor: Decompressor | None = None
+    first_chunk_ns: int | None = None
+    done: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def fail_open(hook: Callable[..., None]) -> Callable[..., None]:
+    """Log and count any exception; never let it reach mitmproxy's flow."""
+
+    @functools.wraps(hook)
+    def guarded(self: TokentrailAddon, *args: Any) -> None:
+        try:
+            if self.chaos:
+                raise RuntimeError("tokentrail_chaos: deliberate failure in " + hook.__name__)
+            hook(self, *args)
+        except Exception:
+            self.hook_errors += 1
+            log.exception(
+                "tokentrail addon: %s failed; the flow passes through unchanged", hook.__name__
+            )
+
+    return guarded
+
+
+def parse_traceparent(value: str) -> tuple[int, int] | None:
+    """(trace id, parent span id) from a W3C traceparent header."""
+    parts = value.strip().split("-")
+    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None
+    try:
+        trace_id, parent = int(parts[1], 16), int(parts[2], 16)
+    except ValueError:
+        return None
+    return (trace_id, parent) if trace_id and parent else None
+
+
+def request_view(request: http.Request) -> RequestView:
+    headers: dict[str, str] = {}
+    for name, value in request.headers.fields:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return RequestView(
+        method=request.method,
+        scheme=request.scheme,
+        # The destination, also in reverse mode (where the Host header is ours).
+        host=request.host.lower(),
+        port=request.port,
+        path=request.path.split("?", 1)[0],
+        query=dict(request.query.items()),
+        headers=headers,
+        body=request.get_content(strict=False) or b"",
+    )
+
+
+class TokentrailAddon:
+    def __init__(self) -> None:
+        self.retries = RetryTracker()
+        self.exporter: CallExporter | None = None
+        self.sender: Sender | None = None
+        self.spool: Spool | None = None
+        self.key_teams: dict[str, str] = {}
+        self.hook_errors = 0
+        self.chaos = False
+        self._stats_stop = threading.Event()
+
+    # -- configuration -----------------------------------------------------
+    def load(self, loader: Any) -> None:
+        loader.add_option("tokentrail_data_dir", str, ".tokentrail", "Tokentrail data directory")
+        loader.add_option("tokentrail_collector_url", str, "http://127.0.0.1:4318", "Collector URL")
+        loader.add_option("tokentrail_api_key", str, "", "Ingest key for the collector")
+        loader.add_option(
+            "tokentrail_content", bool, True, "Capture (redacted) prompts and responses"
+        )
+        loader.add_option("tokentrail_key_teams", str, "", "JSON file: API-key fingerprint → team")
+        loader.add_option("tokentrail_spool_max_mb", int, 512, "Spool size bound in MiB")
+        loader.add_option("tokentrail_stats_seconds", int, 60, "Seconds between stats log lines")
+        loader.add_option(
+            "tokentrail_chaos", bool, False, "Make every hook raise (fail-open tests)"
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        self.chaos = ctx.options.tokentrail_chaos
+        if ctx.options.tokentrail_key_teams and "tokentrail_key_teams" in updated:
+            self.key_teams = orjson.loads(Path(ctx.options.tokentrail_key_teams).read_bytes())
+        if self.exporter is None:
+            data_dir = Path(ctx.options.tokentrail_data_dir) / "proxy"
+            self.spool = Spool(data_dir / "spool", ctx.options.tokentrail_spool_max_mb << 20)
+            api_key = ctx.options.tokentrail_api_key or os.environ.get("TOKENTRAIL_API_KEY", "")
+            self.sender = Sender(self.spool, ctx.options.tokentrail_collector_url, api_key)
+            self.sender.start()
+            self.exporter = CallExporter(
+                self.spool, RedactionRules.default(), capture_content=ctx.options.tokentrail_content
+            )
+            threading.Thread(target=self._log_stats, name="tokentrail-stats", daemon=True).start()
+
+    def done(self) -> None:
+        self._stats_stop.set()
+        if self.exporter:
+            self.exporter.close()
+        if self.sender:
+            self.sender.stop()
+
+    def stats(self) -> dict[str, int]:
+        spool = self.spool.stats if self.spool else None
+        return {
+            "captured": self.exporter.captured if self.exporter else 0,
+            "failed_to_parse": self.exporter.parse_failures if self.exporter else 0,
+            "hook_errors": self.hook_errors,
+            "spooled": spool.spooled if spool else 0,
+            "sent": spool.sent if spool else 0,
+            "dropped": spool.dropped if spool else 0,
+            "spool_bytes": self.spool.size_bytes if self.spool else 0,
+        }
+
+    def _log_stats(self) -> None:
+        while not self._stats_stop.wait(ctx.options.tokentrail_stats_seconds):
+            log.warning(
+                "tokentrail stats %s", " ".join(f"{k}={v}" for k, v in self.stats().items())
+            )
+
+    # -- hooks -------------------------------------------------------------
+    @fail_open
+    def request(self, flow: http.HTTPFlow) -> None:
+        view = request_view(flow.request)
+        known = identify(view)
+        if known is None:
+            return
+        provider, module, facts = known
+        strip_our_headers(flow.request.headers)
+        try:
+            body = orjson.loads(view.body) if view.body[:1] == b"{" else {}
+        except orjson.JSONDecodeError:
+            body = {}
+        fingerprint = api_key_fingerprint(view.headers, view.query)
+        attributes = {
+            f"tokentrail.{k}": v
+            for k, v in attribute_request(view.headers, body, fingerprint, self.key_teams).items()
+        }
+        if fingerprint:
+            attributes["tokentrail.api_key_fingerprint"] = fingerprint
+        span_id = secrets.randbits(64) or 1
+        joined = parse_traceparent(view.headers.get("traceparent", ""))
+        retry_key = request_key(fingerprint, view.host, view.path, view.body)
+        sdk_retry = view.headers.get("x-stainless-retry-count", "")
+        attempt = self.retries.start(
+            retry_key, f"{span_id:016x}", int(sdk_retry) if sdk_retry.isdigit() else None
+        )
+        attributes["tokentrail.attempt"] = attempt.number
+        if attempt.retry_of:
+            attributes["tokentrail.retry_of"] = attempt.retry_of
+        flow.metadata[STATE] = FlowState(
+            provider=provider,
+            module=module,
+            request=facts,
+            retry_key=retry_key,
+            start_ns=time.time_ns(),
+            trace_id=joined[0] if joined else secrets.randbits(128) or 1,
+            span_id=span_id,
+            parent_span_id=joined[1] if joined else None,
+            attributes=attributes,
+        )
+
+    @fail_open
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        state: FlowState | None = flow.metadata.get(STATE)
+        if state is None or flow.response is None:
+            return
+        if not is_streamed(state.request, flow.response.status_code, flow.response.headers):
+            return
+        state.tap = state.module.StreamTap(state.request)
+        state.decompressor = Decompressor(flow.response.headers.get("content-encoding", ""))
+        flow.response.stream = functools.partial(self._tap_chunk, state)
+
+    def _tap_chunk(self, state: FlowState, chunk: bytes) -> bytes:
+        """Called by mitmproxy for each streamed chunk: pass it on unchanged."""
+        try:
+            if chunk and state.first_chunk_ns is None:
+                state.first_chunk_ns = time.time_ns()
+            if self.chaos:
+                raise RuntimeError("tokentrail_chaos: deliberate failure in the stream tap")
+            if state.tap is not None and state.decompressor is not None:
+                plain = state.decompressor.feed(chunk)
+                if plain:
+                    state.tap.feed(plain)
+        except Exception:
+            self.hook_errors += 1
+            state.tap = None  # stop tapping this stream; the client still gets every byte
+            log.exception("tokentrail addon: stream tap failed; the stream passes through")
+        return chunk
+
+    @fail_open
+    def response(self, flow: http.HTTPFlow) -> None:
+        state: FlowState | None = flow.metadata.get(STATE)
+        if state is None or state.done or flow.response is None:
+            return
+        response = flow.response
+        status = response.status_code
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        if state.tap is not None or response.stream:
+            tap = state.tap
+
+            def parse() -> CallFacts:
+                view = ResponseView(status, headers, b"")
+                if tap is None:
+                    return CallFacts(body_note="stream could not be parsed", status="ok")
+                facts = tap.finish(view)
+                return facts
+        else:
+            body = response.get_content(strict=False) or b""
+
+            def parse() -> CallFacts:
+                return state.module.parse_response(
+                    state.request, ResponseView(status, headers, body)
+                )
+
+        state.attributes.update(gateway_attributes(headers))
+        self._finish(flow, state, status, parse)
+
+    @fail_open
+    def error(self, flow: http.HTTPFlow) -> None:
+        state: FlowState | None = flow.metadata.get(STATE)
+        if state is None or state.done:
+            return
+        message = flow.error.msg if flow.error else "connection failed"
+        status = flow.response.status_code if flow.response else 0
+        tap = state.tap
+
+        def parse() -> CallFacts:
+            facts = tap.finish(ResponseView(status, {}, b"")) if tap is not None else CallFacts()
+            facts.status = "error"
+            facts.error_type = facts.error_type or ("interrupted" if tap else "connection_error")
+            facts.body_note = facts.body_note or message[:200]
+            return facts
+
+        self._finish(flow, state, status, parse)
+
+    def _finish(
+        self, flow: http.HTTPFlow, state: FlowState, status: int, parse: Callable[[], CallFacts]
+    ) -> None:
+        state.done = True
+        end_ns = time.time_ns()
+        self.retries.finish(state.retry_key, failed=status >= 400 or status == 0)
+        first = state.first_chunk_ns
+
+        def parse_with_timing() -> CallFacts:
+            facts = parse()
+            if first is not None:
+                facts.ttft_ms = (first - state.start_ns) / 1e6
+            return facts
+
+        address = (
+            flow.server_conn.address if flow.server_conn and flow.server_conn.address else None
+        )
+        assert self.exporter is not None
+        self.exporter.submit(
+            CapturedCall(
+                provider=state.provider,
+                request=state.request,
+                parse=parse_with_timing,
+                http_status=status,
+                start_ns=state.start_ns,
+                end_ns=end_ns,
+                trace_id=state.trace_id,
+                span_id=state.span_id,
+                parent_span_id=state.parent_span_id,
+                server_address=flow.request.host,
+                server_port=address[1] if address else flow.request.port,
+                attributes=state.attributes,
+            )
+        )
