@@ -434,3 +434,65 @@ def test_an_addon_that_raises_everywhere_still_forwards_everything(
         assert reply.choices[0].message.content and chunks[-1].usage.total_tokens > 0
     finally:
         proc.stop()
+
+
+def test_azure_deployment_path_takes_the_model_from_the_response(collector, proxy, sim) -> None:
+    client = openai.AzureOpenAI(
+        azure_endpoint=sim.url,
+        api_version="2024-10-21",
+        api_key="az-key",
+        http_client=proxy.client(),
+    )
+    reply = client.chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-tokentrail-team": "azure"},
+    )
+    (row,) = rows_for(collector, "azure", 1)
+    assert row["request_model"] == "gpt-4o" and row["response_model"] == reply.model
+    assert row["input_tokens"] == reply.usage.prompt_tokens and row["cost_usd"] is not None
+
+
+def test_traceparent_joins_the_callers_trace(collector, proxy, sim) -> None:
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    openai_client(proxy, sim).chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "traced"}],
+        extra_headers={"x-tokentrail-team": "traced", "traceparent": f"00-{trace_id}-{parent}-01"},
+    )
+    (row,) = rows_for(collector, "traced", 1)
+    assert (row["trace_id"], row["parent_span_id"]) == (trace_id, parent)
+
+
+def test_reverse_listener_no_content_and_key_teams(collector, certs, sim, tmp_path: Path) -> None:
+    secret = "sk-team-search-key"
+    fingerprint = __import__("hashlib").sha256(secret.encode()).hexdigest()[:12]
+    key_teams = tmp_path / "key-teams.json"
+    key_teams.write_text(json.dumps({fingerprint: "search"}))
+    reverse_port = free_port()
+    proc = ProxyProcess(
+        tmp_path / "rev",
+        free_port(),
+        collector.url,
+        collector.create_key("ingest", "rev"),
+        Path(certs[2]),
+        extra=(
+            "--reverse",
+            f"{sim.url}={reverse_port}",
+            "--no-content",
+            "--key-teams",
+            str(key_teams),
+        ),
+    )
+    proc.start()
+    try:
+        # Base-URL style: the app points at the listener, no proxy settings, no CA.
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{reverse_port}/v1", api_key=secret)
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "my email is a@b.example"}]
+        )
+        (row,) = rows_for(collector, "search", 1)
+        assert row["input_content"] == "" and row["output_content"] == ""
+        assert row["api_key_fingerprint"] == fingerprint and row["input_tokens"] > 0
+    finally:
+        proc.stop()
