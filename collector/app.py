@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import ModuleType
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from collector.routers import admin, engineer, finance, health, otlp
+import collector.routers
 from collector.runtime import Runtime
 from ingest.store import StoreError
 from tokentrail.settings import Settings
+
+
+def router_modules() -> list[ModuleType]:
+    """Every module in collector/routers with a ``router``: one per audience.
+
+    Discovered rather than listed, so adding an audience's router is adding
+    its module."""
+    found = []
+    for info in sorted(pkgutil.iter_modules(collector.routers.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"collector.routers.{info.name}")
+        if hasattr(module, "router"):
+            found.append(module)
+    return found
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -31,7 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    for module in (otlp, health, finance, engineer, admin):
+    for module in router_modules():
         app.include_router(module.router)
 
     @app.exception_handler(RequestValidationError)
