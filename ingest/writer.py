@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from ingest.dedupe import batch_trace_ids, merge_double_captures
 from ingest.pipeline import TABLES, TableBatch
 from ingest.store import Store, query_rows
 from ingest.wal import WriteAheadLog
@@ -37,6 +38,7 @@ class WriterStats:
     unpriced_calls: int = 0
     last_error: str = ""
     flushes: int = 0
+    merged_calls: int = 0
     durations: list[float] = field(default_factory=list)
 
 
@@ -133,8 +135,10 @@ class BatchWriter:
 
     def _store(self, taken: list[tuple[int, TableBatch]]) -> None:
         started = time.perf_counter()
-        write_tables(self.store, [batch for _, batch in taken])
+        batches = [batch for _, batch in taken]
+        write_tables(self.store, batches)
         self.wal.checkpoint(taken[-1][0])
+        self._merge_twins(batches)
         self.stats.stored_rows += sum(batch.rows for _, batch in taken)
         self.stats.flushes += 1
         self.stats.durations = (self.stats.durations + [time.perf_counter() - started])[-100:]
@@ -161,6 +165,15 @@ class BatchWriter:
             self._thread.join(timeout)
         self.wal.close()
 
+    def _merge_twins(self, batches: list[TableBatch]) -> None:
+        """Proxy + SDK reports of one call become one row (ingest/dedupe.py).
+        The batch is already stored; a failed merge is retried by a later one."""
+        traces = sorted({t for b in batches for t in batch_trace_ids(b.tables["llm_calls"])})
+        try:
+            self.stats.merged_calls += merge_double_captures(self.store, traces)
+        except Exception as exc:
+            log.warning("merging proxy and SDK reports failed: %s", exc)
+
     # -- replay ------------------------------------------------------------
     def replay(self, process: Callable[[bytes, int], TableBatch]) -> int:
         """Store WAL records left from a previous run, skipping rows the store
@@ -170,6 +183,7 @@ class BatchWriter:
             batch = process(payload, kind)
             write_tables(self.store, [without_stored(self.store, batch)])
             self.wal.checkpoint(seq)
+            self._merge_twins([batch])
             replayed += 1
         self.stats.replayed_records += replayed
         return replayed

@@ -496,3 +496,56 @@ def test_reverse_listener_no_content_and_key_teams(collector, certs, sim, tmp_pa
         assert row["api_key_fingerprint"] == fingerprint and row["input_tokens"] > 0
     finally:
         proc.stop()
+
+
+def test_the_same_call_seen_by_proxy_and_sdk_is_one_row(collector, proxy, sim) -> None:
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.propagate import inject
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "twin-app", "tokentrail.team": "twins"})
+    )
+    provider.add_span_processor(
+        SimpleSpanProcessor(
+            OTLPSpanExporter(
+                endpoint=f"{collector.url}/v1/traces",
+                headers={"Authorization": f"Bearer {collector.create_key('ingest')}"},
+            )
+        )
+    )
+    tracer = provider.get_tracer("app")
+    with tracer.start_as_current_span("chat gpt-4o-mini", kind=trace.SpanKind.CLIENT) as span:
+        carrier: dict[str, str] = {}
+        inject(carrier)  # what an instrumented HTTP client sends: traceparent
+        reply = openai_client(proxy, sim).chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "twin"}],
+            extra_headers=carrier,
+        )
+        span.set_attributes(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": "gpt-4o-mini",
+                "gen_ai.response.id": reply.id,
+                "gen_ai.usage.input_tokens": reply.usage.prompt_tokens,
+                "gen_ai.usage.output_tokens": reply.usage.completion_tokens,
+            }
+        )
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    provider.shutdown()
+
+    def merged() -> list[dict]:
+        rows = collector.calls(trace_id=trace_id)
+        return rows if len(rows) == 1 and rows[0]["source"] == "proxy+otlp" else []
+
+    rows = collector.wait_for(merged, 30)
+    assert rows, collector.calls(trace_id=trace_id)
+    (row,) = rows
+    assert (row["team"], row["app"]) == ("twins", "twin-app")  # context from the SDK
+    assert row["input_tokens"] == reply.usage.prompt_tokens and row["http_status"] == 200
+    assert row["api_key_fingerprint"]  # provider facts from the proxy
