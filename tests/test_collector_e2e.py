@@ -439,3 +439,26 @@ def test_collector_on_a_clickhouse_server(tmp_path) -> None:
         from ingest.store import ServerStore
 
         ServerStore(f"{base}/{database}").command(f"DROP DATABASE IF EXISTS {database}")
+
+
+def test_backpressure_answers_503_with_retry_after_and_keeps_what_it_took(tmp_path) -> None:
+    from tests.conftest import collector_env, free_port
+    from tests.test_writer import otlp_body
+
+    # The store "falls behind": batches wait 60 s, and only 30 rows may wait.
+    env = collector_env(TOKENTRAIL_BATCH_MAX_SECONDS="60", TOKENTRAIL_BATCH_MAX_ROWS="100000",
+                        TOKENTRAIL_QUEUE_MAX_ROWS="30")
+    proc = CollectorProcess(tmp_path / "data", free_port(), env)
+    proc.start()
+    try:
+        key = proc.create_key("ingest")
+        headers = {"Content-Type": "application/x-protobuf"}
+        accepted = proc.post("/v1/traces", key, content=otlp_body(5000, 10), headers=headers)
+        refused = proc.post("/v1/traces", key, content=otlp_body(5100, 10), headers=headers)
+        assert accepted.status_code == 200
+        assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 0
+        assert proc.get("/healthz").json()["writer"]["queued_rows"] == 20
+        proc.restart()  # a clean stop flushes what was accepted
+        assert len(proc.calls(limit=100, **{"from": "2026-01-01", "to": "2027-01-01"})) == 10
+    finally:
+        proc.stop()

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     batch_max_rows: int = 20_000
     batch_max_seconds: float = 1.0
     # Requests waiting for the store beyond this many rows get 503 + Retry-After.
-    queue_max_rows: int = 500_000
+    queue_max_rows: int = 200_000
     max_request_bytes: int = 64 * 1024 * 1024
     wal_fsync: bool = True
 
