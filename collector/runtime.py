@@ -7,7 +7,7 @@ directory to one process); routers reach it through ``app.state.runtime``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from collector.auth import KeyRing, ensure_admin_key
 from ingest.audit import AuditLog
@@ -35,6 +35,15 @@ def wal_kind(content_type: str, gzipped: bool) -> int:
 
 
 @dataclass
+class ReceiveCounters:
+    requests: int = 0
+    spans: int = 0
+    rejected_spans: int = 0
+    bad_requests: int = 0
+    refused_busy: int = 0
+
+
+@dataclass
 class Runtime:
     settings: Settings
     store: Store
@@ -42,6 +51,8 @@ class Runtime:
     audit: AuditLog
     pipeline: PipelineConfig
     writer: BatchWriter
+    # Receive-stage counters for /metrics (the writer keeps its own).
+    received: ReceiveCounters = field(default_factory=lambda: ReceiveCounters())
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:

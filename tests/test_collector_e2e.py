@@ -446,8 +446,11 @@ def test_backpressure_answers_503_with_retry_after_and_keeps_what_it_took(tmp_pa
     from tests.test_writer import otlp_body
 
     # The store "falls behind": batches wait 60 s, and only 30 rows may wait.
-    env = collector_env(TOKENTRAIL_BATCH_MAX_SECONDS="60", TOKENTRAIL_BATCH_MAX_ROWS="100000",
-                        TOKENTRAIL_QUEUE_MAX_ROWS="30")
+    env = collector_env(
+        TOKENTRAIL_BATCH_MAX_SECONDS="60",
+        TOKENTRAIL_BATCH_MAX_ROWS="100000",
+        TOKENTRAIL_QUEUE_MAX_ROWS="30",
+    )
     proc = CollectorProcess(tmp_path / "data", free_port(), env)
     proc.start()
     try:
@@ -462,3 +465,34 @@ def test_backpressure_answers_503_with_retry_after_and_keeps_what_it_took(tmp_pa
         assert len(proc.calls(limit=100, **{"from": "2026-01-01", "to": "2027-01-01"})) == 10
     finally:
         proc.stop()
+
+
+def test_prometheus_metrics_count_what_happened(collector: CollectorProcess) -> None:
+    from tests.test_writer import otlp_body
+
+    key = collector.create_key("ingest")
+    before = _metric_values(collector)
+    collector.post(
+        "/v1/traces",
+        key,
+        content=otlp_body(7000, 3),
+        headers={"Content-Type": "application/x-protobuf"},
+    )
+    collector.post(
+        "/v1/traces", key, content=b"junk", headers={"Content-Type": "application/x-protobuf"}
+    )
+    after = _metric_values(collector)
+    assert after["tokentrail_spans_received_total"] - before["tokentrail_spans_received_total"] == 3
+    assert after["tokentrail_bad_requests_total"] - before["tokentrail_bad_requests_total"] == 1
+    assert "tokentrail_queue_rows" in after and "tokentrail_wal_bytes" in after
+    assert httpx.get(f"{collector.url}/metrics").status_code == 401
+
+
+def _metric_values(collector: CollectorProcess) -> dict[str, float]:
+    response = collector.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return {
+        line.split()[0]: float(line.split()[1])
+        for line in response.text.splitlines()
+        if line and not line.startswith("#")
+    }

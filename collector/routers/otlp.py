@@ -55,6 +55,10 @@ def _ingest(
     )
     batch = process_spans(decoded["spans"], runtime.pipeline)
     runtime.writer.accept(body, wal_kind(content_type, encoding == "gzip"), batch)
+    counters = runtime.received
+    counters.requests += 1
+    counters.spans += len(decoded["spans"])
+    counters.rejected_spans += decoded["rejected"]
     return decoded["rejected"], "; ".join(decoded["errors"])
 
 
@@ -76,10 +80,13 @@ async def receive_traces(request: Request, _caller: Caller("ingest")) -> Respons
             _ingest, runtime, body, content_type, encoding, limiter=_ONE_AT_A_TIME
         )
     except UnsupportedMediaType as exc:
+        runtime.received.bad_requests += 1
         return _answer(415, str(exc), as_json)
     except OtlpDecodeError as exc:
+        runtime.received.bad_requests += 1
         return _answer(400, str(exc), as_json)
     except QueueFull as exc:
+        runtime.received.refused_busy += 1
         # The OTLP exporters retry after Retry-After; nothing was accepted.
         return _answer(
             503, f"the store is behind ({exc}); retry later", as_json, {"Retry-After": "5"}
