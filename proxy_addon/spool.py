@@ -120,7 +120,7 @@ class Sender(threading.Thread):
                 backoff = 0.2
             else:
                 self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff = min(backoff * 2, 5.0)
 
     def _send(self, path: Path) -> bool:
         try:
