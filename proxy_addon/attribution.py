@@ -89,6 +89,10 @@ def attribute_request(
 
 
 def strip_our_headers(headers: Any) -> None:
-    """Remove x-tokentrail-* so the provider never sees them (mitmproxy Headers)."""
-    for name in [n for n in headers if n.lower().startswith(OUR_PREFIX)]:
-        del headers[name]
+    """Remove x-tokentrail-* so the provider never sees them (mitmproxy Headers).
+
+    One rebuild of the raw fields: deleting names one by one rescans them each time."""
+    prefix = OUR_PREFIX.encode()
+    headers.fields = tuple(
+        (name, value) for name, value in headers.fields if not name.lower().startswith(prefix)
+    )

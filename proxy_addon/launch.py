@@ -44,6 +44,18 @@ def reverse_mode(spec: str) -> str:
     return f"reverse:{upstream}@{int(port)}"
 
 
+# Files holding the CA's private key. mitmproxy writes new ones with umask 077
+# (mode 0600); one copied in or made by another tool is tightened on each start.
+CA_KEY_FILES = ("mitmproxy-ca.pem", "mitmproxy-ca.p12")
+
+
+def protect_ca_key(confdir: Path) -> None:
+    for name in CA_KEY_FILES:
+        path = confdir / name
+        if path.exists() and path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+
+
 def mitmdump_args(
     data_dir: Path,
     host: str,
@@ -59,6 +71,7 @@ def mitmdump_args(
 ) -> list[str]:
     confdir = data_dir / "proxy" / "mitmproxy"
     confdir.mkdir(parents=True, exist_ok=True)
+    protect_ca_key(confdir)
     args = ["--listen-host", host, "--mode", f"regular@{port}"]
     for spec in reverse:
         args += ["--mode", reverse_mode(spec)]

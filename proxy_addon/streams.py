@@ -1,18 +1,20 @@
-"""Deciding to tap a response as a stream, and undoing its content encoding.
+"""Deciding to tap a response as a stream, keeping its chunks, decoding them.
 
 A streamed response is passed to the client chunk by chunk as upstream sends
-it (mitmproxy's ``flow.response.stream``); the tap sees the same chunks,
-decompressed here when the provider compressed the stream.
+it (mitmproxy's ``flow.response.stream``). On that path the proxy only keeps a
+reference to each chunk (``StreamCapture``); decompressing and parsing happen
+later in the export worker, so the client's stream never waits for our parser.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping
+from types import ModuleType
 
 import brotli
 
-from proxy_addon.providers.base import RequestFacts
+from proxy_addon.providers.base import CallFacts, RequestFacts, ResponseView
 
 STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
 
@@ -52,3 +54,40 @@ class Decompressor:
         if isinstance(self._decoder, brotli.Decompressor):
             return self._decoder.process(chunk)
         return self._decoder.decompress(chunk)
+
+
+class StreamCapture:
+    """The chunks of one streamed response, up to ``max_bytes``.
+
+    Past the bound the rest still flows to the client but is not kept; the
+    call is recorded with what was kept and a note (usage, which comes last,
+    is then unknown rather than invented).
+    """
+
+    def __init__(self, encoding: str, max_bytes: int = 64 << 20) -> None:
+        self.encoding = encoding
+        self.max_bytes = max_bytes
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.truncated = False
+
+    def keep(self, chunk: bytes) -> None:
+        if self.size + len(chunk) > self.max_bytes:
+            self.truncated = True
+            return
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+
+    def parse(self, module: ModuleType, request: RequestFacts, response: ResponseView) -> CallFacts:
+        tap = module.StreamTap(request)
+        decompressor = Decompressor(self.encoding)
+        for chunk in self.chunks:
+            plain = decompressor.feed(chunk)
+            if plain:
+                tap.feed(plain)
+        facts: CallFacts = tap.finish(response)
+        if self.truncated:
+            facts.body_note = (facts.body_note + "; " if facts.body_note else "") + (
+                f"stream longer than {self.max_bytes} bytes: only the start was parsed"
+            )
+        return facts

@@ -25,13 +25,18 @@ or ``error`` (``:error-code``) is a provider error inside a 200 response.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote
 
 from proxy_addon.eventstream import EventStreamDecoder, EventStreamError, HeaderValue
+from proxy_addon.providers._json import CONTENT_LIMIT
+from proxy_addon.providers._json import as_int as _int
+from proxy_addon.providers._json import as_str as _str
+from proxy_addon.providers._json import dumps as _dumps
+from proxy_addon.providers._json import loads as _loads
+from proxy_addon.providers._json import truncate as _truncate
 from proxy_addon.providers.base import (
     CallFacts,
     RequestFacts,
@@ -41,8 +46,6 @@ from proxy_addon.providers.base import (
 )
 
 FORMAT = "bedrock"
-CONTENT_LIMIT = 64 * 1024  # bytes of UTF-8 kept per content field
-_MARKER = "…[truncated to 64 KiB]"
 _ERROR_NOTE_LIMIT = 1024
 
 # Greedy model group: a decoded ARN may itself contain "/" (…:inference-profile/us.…).
@@ -50,35 +53,6 @@ _PATH = re.compile(r"/model/(.+)/(converse|converse-stream)/?$")
 
 
 # ---- small helpers (kept local: each wire-format module stands alone) ----
-
-
-def _truncate(text: str) -> str:
-    # Encoding with "replace" also scrubs lone surrogates that JSON escapes can produce.
-    raw = text.encode("utf-8", "replace")
-    if len(raw) <= CONTENT_LIMIT:
-        return raw.decode("utf-8")
-    keep = CONTENT_LIMIT - len(_MARKER.encode("utf-8"))
-    return raw[:keep].decode("utf-8", "ignore") + _MARKER
-
-
-def _dumps(value: Any) -> str:
-    return _truncate(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))
-
-
-def _loads(body: bytes | str) -> Any:
-    """Parsed JSON, or None when the body is not JSON."""
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def _dict(value: Any) -> dict[str, Any]:
