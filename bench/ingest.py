@@ -1,9 +1,12 @@
 """Ingest throughput, side by side: raw protobuf parse → decode → pipeline → HTTP.
 
 Run:  uv run python bench/ingest.py [--spans N] [--batch B] [--concurrency C] [--json]
+                                   [--dialect genai|openinference|openllmetry|mix] [--grpc]
 
-One run measures, over the same pre-built OTLP request bodies (GenAI chat
-spans with exactly 20 attributes each):
+One run measures, over the same pre-built OTLP request bodies (chat spans with
+exactly 20 attributes each, named as ``--dialect`` names them: the GenAI
+semantic conventions, OpenInference, OpenLLMetry, or all three in turn; see
+bench/spans.py):
 
 1. raw parse   ``ExportTraceServiceRequest.FromString`` plus touching every
                span's ids and every attribute's key and value (the least a
@@ -14,7 +17,9 @@ spans with exactly 20 attributes each):
 4. HTTP        a real ``tokentrail serve`` subprocess on a free loopback port
                and a temp data dir, fed by C keep-alive clients through
                ``POST /v1/traces``: accepted spans/s (until the last 200) and
-               stored spans/s (until ``/healthz`` shows every row stored).
+               stored spans/s (until ``/healthz`` shows every row stored);
+   or gRPC     with ``--grpc``, the same through OTLP/gRPC ``TraceService/Export``
+               (C channels, raw protobuf bodies).
 
 The machine is shared and noisy, so the script prints rates and ratios and
 never asserts on timings; it exits non-zero only when data went missing or the
@@ -58,6 +63,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve().as_posix() != _HE
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import grpc  # noqa: E402
 import httpx  # noqa: E402
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
     ExportTraceServiceRequest,
@@ -69,21 +75,12 @@ from opentelemetry.proto.common.v1.common_pb2 import (  # noqa: E402
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status  # noqa: E402
 
-TARGET_SPANS_PER_S = 20_000
-ATTRIBUTES_PER_SPAN = 20
-# Each GenAI chat span is stored as one ``spans`` row and one ``llm_calls`` row.
-ROWS_PER_SPAN = 2
+from bench.spans import ATTRIBUTES_PER_SPAN, CHOICES, span_fields  # noqa: E402
 
-MODELS = (  # (request model, response model), OpenAI ids genai-prices knows
-    ("gpt-4o-mini", "gpt-4o-mini-2024-07-18"),
-    ("gpt-4o", "gpt-4o-2024-08-06"),
-    ("gpt-4.1", "gpt-4.1-2025-04-14"),
-    ("gpt-4.1-mini", "gpt-4.1-mini-2025-04-14"),
-    ("o3-mini", "o3-mini-2025-01-31"),
-)
-TEAMS = ("search", "support", "billing", "growth", "platform", "risk", "ml-infra", "mobile")
-ROUTES = ("chat", "summarize", "classify", "extract", "rag-answer")
-FINISH = (["stop"], ["stop"], ["stop"], ["length"], ["tool_calls"], ["stop", "length"])
+TARGET_SPANS_PER_S = 20_000
+# Each chat span is stored as one ``spans`` row and one ``llm_calls`` row.
+ROWS_PER_SPAN = 2
+GRPC_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
 def log(message: str) -> None:
@@ -125,65 +122,11 @@ def _kv(key: str, value: Any) -> KeyValue:
     return KeyValue(key=key, value=AnyValue(string_value=value))
 
 
-def _messages(rng: random.Random, role: str) -> str:
-    # A content-capturing instrumentation's gen_ai.*.messages JSON (--content).
-    text = rng.choice(
-        (
-            "Summarize the attached ticket for the on-call engineer in two sentences.",
-            "Customer jane.doe@example.com asks why invoice 4471 was charged twice.",
-            "Classify this review as positive, negative or neutral: arrived late but works.",
-            "Extract the order number and the shipping address from the message below.",
-        )
-    )
-    return json.dumps([{"role": role, "parts": [{"type": "text", "content": text}]}])
-
-
-def span_attributes(rng: random.Random, i: int, content: bool) -> list[tuple[str, Any]]:
-    """Exactly 20 attributes of one OpenAI chat call, as GenAI semconv 1.37 names them."""
-    request_model, response_model = MODELS[i % len(MODELS)]
-    team = TEAMS[rng.randrange(len(TEAMS))]
-    input_tokens = rng.randint(120, 12_000)
-    output_tokens = rng.randint(5, 1_500)
-    cache_read = rng.choice((0, 0, input_tokens // 2, input_tokens // 1024 * 1024))
-    failed = rng.random() < 0.02
-    attrs: list[tuple[str, Any]] = [
-        ("gen_ai.operation.name", "chat"),
-        ("gen_ai.provider.name", "openai"),
-        ("gen_ai.request.model", request_model),
-        ("gen_ai.response.model", response_model),
-        ("error.type", "RateLimitError")
-        if failed
-        else ("gen_ai.response.id", f"chatcmpl-{rng.getrandbits(96):024x}"),
-        ("gen_ai.usage.input_tokens", input_tokens),
-        ("gen_ai.usage.output_tokens", 0 if failed else output_tokens),
-        ("gen_ai.usage.cache_read.input_tokens", cache_read),
-        ("gen_ai.response.finish_reasons", FINISH[rng.randrange(len(FINISH))]),
-        ("gen_ai.request.temperature", rng.choice((0.0, 0.2, 0.7, 1.0))),
-        ("gen_ai.request.max_tokens", rng.choice((256, 1024, 4096))),
-        ("server.address", "api.openai.com"),
-        ("server.port", 443),
-        ("http.response.status_code", 429 if failed else 200),
-        ("tokentrail.team", team),
-        ("tokentrail.project", f"{team}-{rng.randrange(4)}"),
-        ("tokentrail.user", f"user-{rng.randrange(5000):05d}"),
-        ("tokentrail.route", ROUTES[rng.randrange(len(ROUTES))]),
-    ]
-    if content:
-        attrs += [
-            ("gen_ai.input.messages", _messages(rng, "user")),
-            ("gen_ai.output.messages", _messages(rng, "assistant")),
-        ]
-    else:
-        attrs += [
-            ("gen_ai.request.top_p", rng.choice((0.9, 0.95, 1.0))),
-            ("gen_ai.output.type", "text"),
-        ]
-    assert len(attrs) == ATTRIBUTES_PER_SPAN
-    return attrs
-
-
-def build_bodies(spans: int, batch: int, content: bool, seed: int = 7) -> list[bytes]:
-    """Serialized ExportTraceServiceRequest bodies, ``batch`` spans each (the last may be short)."""
+def build_bodies(
+    spans: int, batch: int, content: bool, dialect: str = "genai", seed: int = 7
+) -> list[bytes]:
+    """Serialized ExportTraceServiceRequest bodies, ``batch`` spans each (the last
+    may be short); one scope per instrumentation, as an app with several has."""
     rng = random.Random(seed)
     now_ns = time.time_ns()
     bodies: list[bytes] = []
@@ -207,18 +150,20 @@ def build_bodies(spans: int, batch: int, content: bool, seed: int = 7) -> list[b
                 _kv("telemetry.sdk.version", "1.38.0"),
             ]
         )
-        ss = rs.scope_spans.add()
-        ss.scope.name = "opentelemetry.instrumentation.openai_v2"
-        ss.scope.version = "2.1b0"
+        scopes: dict[str, Any] = {}
         for j in range(n):
             i = done + j
             if i % 4 == 0:  # an agent turn: ~4 model calls under one root span
                 trace_id = rng.randbytes(16)
                 root_id = rng.randbytes(8)
-            attrs = span_attributes(rng, i, content)
+            fields = span_fields(dialect, rng, i, content)
+            ss = scopes.get(fields["scope"])
+            if ss is None:
+                ss = scopes[fields["scope"]] = rs.scope_spans.add()
+                ss.scope.name = fields["scope"]
             start = now_ns - rng.randrange(3_600 * 10**9)
             kvs = []
-            for key, value in attrs:
+            for key, value in fields["attributes"]:
                 if isinstance(value, str) and len(value) < 40:
                     kv = kv_cache.get((key, value))
                     if kv is None:
@@ -226,12 +171,12 @@ def build_bodies(spans: int, batch: int, content: bool, seed: int = 7) -> list[b
                     kvs.append(kv)
                 else:
                     kvs.append(_kv(key, value))
-            failed = any(key == "error.type" for key, _ in attrs)
+            failed = fields["failed"]
             sp = Span(
                 trace_id=trace_id,
                 span_id=rng.randbytes(8),
                 parent_span_id=root_id,
-                name=f"chat {attrs[2][1]}",
+                name=fields["name"],
                 kind=Span.SPAN_KIND_CLIENT,
                 start_time_unix_nano=start,
                 end_time_unix_nano=start + rng.randrange(150, 9_000) * 10**6,
@@ -379,7 +324,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def collector_command(data_dir: Path, port: int) -> list[str]:
+def collector_command(data_dir: Path, port: int, grpc_port: int = 0) -> list[str]:
     # The venv's console script, not ``uv run``: the pid we watch (RSS, CPU,
     # py-spy) must be the collector's Python process, not a launcher.
     script = Path(sys.executable).with_name("tokentrail")
@@ -394,6 +339,8 @@ def collector_command(data_dir: Path, port: int) -> list[str]:
         str(data_dir),
         "--port",
         str(port),
+        "--grpc-port",  # 0: off, so no bench collector takes the default 4317
+        str(grpc_port),
         "--log-level",
         "warning",
     ]
@@ -453,11 +400,13 @@ def cpu_by_thread_name(
 class Collector:
     """A ``tokentrail serve`` subprocess with its own temp data dir; always cleaned up."""
 
-    def __init__(self, keep_dir: bool = False) -> None:
+    def __init__(self, keep_dir: bool = False, grpc: bool = False) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="tokentrail-bench-"))
         self.data_dir = self.tmp / "data"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = free_port() if grpc else 0
+        self.grpc_address = f"127.0.0.1:{self.grpc_port}"
         self.keep_dir = keep_dir
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.tmp / "collector.log"
@@ -466,7 +415,7 @@ class Collector:
     def start(self, deadline: Deadline) -> None:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            collector_command(self.data_dir, self.port),
+            collector_command(self.data_dir, self.port, self.grpc_port),
             cwd=ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -569,23 +518,78 @@ class PySpy:
                 self.proc.wait(timeout=10)
 
 
-def send_all(
-    collector: Collector, bodies: list[bytes], concurrency: int, deadline: Deadline
-) -> dict[str, Any]:
-    """POST every body with ``concurrency`` keep-alive clients; honour 503 Retry-After."""
-    lock = threading.Lock()
-    next_index = iter(range(len(bodies)))
-    state: dict[str, Any] = {"retries": 0, "error": None, "last_ok": None}
-    latencies: list[float] = []
+class RefusedBusy(Exception):
+    """The collector said the store is behind (HTTP 429/503, gRPC RESOURCE_EXHAUSTED)."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"busy, retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+@contextlib.contextmanager
+def http_sender(collector: Collector) -> Iterator[Callable[[bytes], None]]:
+    """``send(body)`` over one keep-alive OTLP/HTTP connection."""
     headers = {
         "Authorization": f"Bearer {collector.key}",
         "Content-Type": "application/x-protobuf",
     }
+    with httpx.Client(
+        base_url=collector.url, headers=headers, timeout=httpx.Timeout(120.0)
+    ) as client:
+
+        def send(body: bytes) -> None:
+            try:
+                response = client.post("/v1/traces", content=body)
+            except httpx.HTTPError as exc:
+                raise RuntimeError(f"failed: {exc!r}") from exc
+            if response.status_code in (429, 503):
+                raise RefusedBusy(float(response.headers.get("retry-after", "1")))
+            if response.status_code != 200:
+                raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
+
+        yield send
+
+
+@contextlib.contextmanager
+def grpc_sender(collector: Collector) -> Iterator[Callable[[bytes], None]]:
+    """``send(body)`` over one OTLP/gRPC channel (raw bytes, as an exporter sends them)."""
+    channel = grpc.insecure_channel(
+        collector.grpc_address, options=[("grpc.max_send_message_length", 256 * 1024 * 1024)]
+    )
+    export = channel.unary_unary(GRPC_EXPORT)
+    metadata = [("authorization", f"Bearer {collector.key}")]
+
+    def send(body: bytes) -> None:
+        try:
+            export(body, metadata=metadata, timeout=120)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise RefusedBusy(1.0) from exc
+            raise RuntimeError(f"gRPC {exc.code().name}: {exc.details()}") from exc
+
+    try:
+        yield send
+    finally:
+        channel.close()
+
+
+def send_all(
+    collector: Collector,
+    bodies: list[bytes],
+    concurrency: int,
+    deadline: Deadline,
+    transport: str = "http",
+) -> dict[str, Any]:
+    """Send every body with ``concurrency`` clients; a refusal because the store
+    is behind (429/503 Retry-After, RESOURCE_EXHAUSTED) is waited out and resent."""
+    lock = threading.Lock()
+    next_index = iter(range(len(bodies)))
+    state: dict[str, Any] = {"retries": 0, "error": None, "last_ok": None}
+    latencies: list[float] = []
+    sender = grpc_sender if transport == "grpc" else http_sender
 
     def worker() -> None:
-        with httpx.Client(
-            base_url=collector.url, headers=headers, timeout=httpx.Timeout(120.0)
-        ) as client:
+        with sender(collector) as send:
             while state["error"] is None:
                 with lock:
                     i = next(next_index, None)
@@ -597,19 +601,14 @@ def send_all(
                         return
                     t = time.perf_counter()
                     try:
-                        response = client.post("/v1/traces", content=bodies[i])
-                    except httpx.HTTPError as exc:
-                        state["error"] = f"request {i} failed: {exc!r}"
-                        return
-                    if response.status_code == 503:  # the store is behind: back off, resend
+                        send(bodies[i])
+                    except RefusedBusy as busy:  # the store is behind: back off, resend
                         with lock:
                             state["retries"] += 1
-                        time.sleep(min(float(response.headers.get("retry-after", "1")), 1.0))
+                        time.sleep(min(busy.retry_after, 1.0))
                         continue
-                    if response.status_code != 200:
-                        state["error"] = (
-                            f"request {i}: HTTP {response.status_code}: {response.text[:300]}"
-                        )
+                    except RuntimeError as exc:
+                        state["error"] = f"request {i} {exc}"
                         return
                     done = time.perf_counter()
                     with lock:
@@ -641,13 +640,13 @@ def send_all(
     return {
         "started": started,
         "last_ok": state["last_ok"],
-        "retries_503": state["retries"],
+        "retries_busy": state["retries"],
         "latency_p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else None,
         "latency_max_ms": 1000 * latencies[-1] if latencies else None,
     }
 
 
-def bench_http(
+def bench_collector(
     bodies: list[bytes],
     spans: int,
     concurrency: int,
@@ -655,8 +654,10 @@ def bench_http(
     py_spy: Path | None,
     py_spy_gil: bool,
     keep_dir: bool,
+    transport: str = "http",
 ) -> dict[str, Any]:
-    collector = Collector(keep_dir=keep_dir)
+    """End to end through a real collector, over OTLP/HTTP or OTLP/gRPC."""
+    collector = Collector(keep_dir=keep_dir, grpc=transport == "grpc")
     spy: PySpy | None = None
     try:
         t = time.perf_counter()
@@ -671,7 +672,7 @@ def bench_http(
             cpu0 = proc_cpu_seconds(collector.pid)
             threads0 = thread_cpu(collector.pid)
             client0 = proc_cpu_seconds("self")
-            sent = send_all(collector, bodies, concurrency, deadline)
+            sent = send_all(collector, bodies, concurrency, deadline, transport)
             started, last_ok = sent["started"], sent["last_ok"]
             accepted_s = last_ok - started
             log(f"  {len(bodies)} requests accepted in {accepted_s:.2f} s; waiting for the store")
@@ -719,7 +720,8 @@ def bench_http(
         "llm_calls_in_store": calls,
         "unpriced_calls": writer.get("unpriced_calls"),
         "store_failures": writer.get("store_failures"),
-        "retries_503": sent["retries_503"],
+        "transport": transport,
+        "retries_busy": sent["retries_busy"],
         "request_latency_p50_ms": sent["latency_p50_ms"],
         "request_latency_max_ms": sent["latency_max_ms"],
         "collector_cpu_s": cpu,
@@ -781,20 +783,22 @@ def fmt_rate(value: float | None) -> str:
 def print_table(result: dict[str, Any]) -> None:
     r = result["rates"]
     raw = r["raw_parse"]
+    cfg = result["config"]
+    transport = cfg["transport"]
+    name = {"http": "HTTP", "grpc": "gRPC"}[transport]
     rows = [
         ("raw parse (FromString + touch attrs)", r["raw_parse"]),
         ("decode_protobuf", r["decode"]),
         ("process_spans (decoded input)", r["pipeline"]),
         ("decode + process_spans (derived)", r["decode_plus_pipeline"]),
-        ("HTTP accepted (until last 200)", r.get("http_accepted")),
-        ("HTTP stored (until stored)", r.get("http_stored")),
+        (f"{name} accepted (until last OK)", r.get(f"{transport}_accepted")),
+        (f"{name} stored (until stored)", r.get(f"{transport}_stored")),
     ]
-    cfg = result["config"]
     print()
     print(
-        f"Tokentrail ingest: {cfg['spans']:,} spans, {cfg['batch']} spans/request, "
-        f"{cfg['concurrency']} clients, {ATTRIBUTES_PER_SPAN} attributes/span"
-        + (", with content" if cfg["content"] else "")
+        f"Tokentrail ingest: {cfg['spans']:,} {cfg['dialect']} spans, "
+        f"{cfg['batch']} spans/request, {cfg['concurrency']} {name} clients, "
+        f"{ATTRIBUTES_PER_SPAN} attributes/span" + (", with content" if cfg["content"] else "")
     )
     print(f"{'stage':<40}{'spans/s':>12}{'x raw parse':>13}")
     print("-" * 65)
@@ -808,14 +812,14 @@ def print_table(result: dict[str, Any]) -> None:
         print("process_spans split (share of its time):")
         for label, seconds in sorted(stages.items(), key=lambda kv: -kv[1]):
             print(f"  {label:<36}{100 * seconds / total:>6.1f} %  ({seconds:.2f} s)")
-    http = result.get("http")
+    http = result.get(transport)
     if http:
         print(
-            f"HTTP: accepted in {http['accepted_s']:.2f} s, stored in "
+            f"{name}: accepted in {http['accepted_s']:.2f} s, stored in "
             + (f"{http['stored_s']:.2f} s" if http["stored_s"] else "- (not all stored)")
             + f"; rows stored {http['stored_rows']:,}/{http['expected_rows']:,}"
             + f"; llm_calls via API {http['llm_calls_in_store']}"
-            + f"; 503 retries {http['retries_503']}"
+            + f"; busy retries {http['retries_busy']}"
         )
         print(
             f"      request latency p50 {http['request_latency_p50_ms']:.0f} ms, "
@@ -839,8 +843,8 @@ def print_table(result: dict[str, Any]) -> None:
                     else ""
                 )
             )
-    ratio = result["ratios"].get("http_stored_over_raw_parse")
-    print("HTTP stored / raw parse: " + ("-" if ratio is None else f"{ratio:.3f}"))
+    ratio = result["ratios"].get(f"{transport}_stored_over_raw_parse")
+    print(f"{name} stored / raw parse: " + ("-" if ratio is None else f"{ratio:.3f}"))
     met = result["target_met"]
     print(
         f"target {TARGET_SPANS_PER_S:,} spans/s stored end to end: "
@@ -857,9 +861,10 @@ def print_table(result: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     deadline = Deadline(args.timeout)
-    log(f"building {args.spans:,} spans in requests of {args.batch} ...")
+    transport = "grpc" if args.grpc else "http"
+    log(f"building {args.spans:,} {args.dialect} spans in requests of {args.batch} ...")
     t = time.perf_counter()
-    bodies = build_bodies(args.spans, args.batch, args.content)
+    bodies = build_bodies(args.spans, args.batch, args.content, args.dialect)
     build_s = time.perf_counter() - t
     body_mb = sum(map(len, bodies)) / 1e6
     deadline.check("building bodies")
@@ -884,6 +889,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "requests": len(bodies),
             "attributes_per_span": ATTRIBUTES_PER_SPAN,
             "content": args.content,
+            "dialect": args.dialect,
+            "transport": transport,
             "env": {k: v for k, v in os.environ.items() if k.startswith("TOKENTRAIL_")},
         },
         "machine": machine(),
@@ -898,8 +905,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "decode": rate(args.spans, decode_s),
         "pipeline": rate(args.spans, pipeline_s),
         "decode_plus_pipeline": rate(args.spans, decode_s + pipeline_s),
-        "http_accepted": None,
-        "http_stored": None,
+        f"{transport}_accepted": None,
+        f"{transport}_stored": None,
     }
     result["rates"] = rates
 
@@ -908,8 +915,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["profile"] = profile_in_process(bodies, args.profile_top)
 
     if not args.no_http:
-        log(f"HTTP: starting a collector, then {args.concurrency} clients ...")
-        http = bench_http(
+        log(f"{transport}: starting a collector, then {args.concurrency} clients ...")
+        e2e = bench_collector(
             bodies,
             args.spans,
             args.concurrency,
@@ -917,23 +924,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             Path(args.py_spy).resolve() if args.py_spy else None,
             args.py_spy_gil,
             args.keep_data_dir,
+            transport,
         )
-        result["http"] = http
-        rates["http_accepted"] = http["accepted_spans_per_s"]
-        rates["http_stored"] = http["stored_spans_per_s"]
-    stored = rates["http_stored"]
+        result[transport] = e2e
+        rates[f"{transport}_accepted"] = e2e["accepted_spans_per_s"]
+        rates[f"{transport}_stored"] = e2e["stored_spans_per_s"]
+    accepted, stored = rates[f"{transport}_accepted"], rates[f"{transport}_stored"]
     result["ratios"] = {
         "decode_over_raw_parse": rates["decode"] / rates["raw_parse"],
         "decode_plus_pipeline_over_raw_parse": rates["decode_plus_pipeline"] / rates["raw_parse"],
-        "http_accepted_over_raw_parse": (
-            rates["http_accepted"] / rates["raw_parse"] if rates["http_accepted"] else None
+        f"{transport}_accepted_over_raw_parse": (
+            accepted / rates["raw_parse"] if accepted else None
         ),
-        "http_stored_over_raw_parse": stored / rates["raw_parse"] if stored else None,
+        f"{transport}_stored_over_raw_parse": stored / rates["raw_parse"] if stored else None,
     }
     result["load_avg_1m_end"] = os.getloadavg()[0]
     result["target_spans_per_s"] = TARGET_SPANS_PER_S
     result["target_met"] = None if args.no_http else bool(stored and stored >= TARGET_SPANS_PER_S)
-    result["ok"] = bool(args.no_http or result["http"]["all_stored"])
+    result["ok"] = bool(args.no_http or result[transport]["all_stored"])
     return result
 
 
@@ -947,8 +955,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--content",
         action="store_true",
-        help="2 of the 20 attributes are gen_ai.input/output.messages (exercises redaction)",
+        help="some of the 20 attributes are prompt and answer (exercises redaction)",
     )
+    p.add_argument(
+        "--dialect",
+        choices=CHOICES,
+        default="genai",
+        help="how the spans name their attributes; mix = the three in turn (default genai)",
+    )
+    p.add_argument("--grpc", action="store_true", help="send over OTLP/gRPC instead of OTLP/HTTP")
     p.add_argument("--no-http", action="store_true", help="skip the end-to-end collector run")
     p.add_argument("--profile", action="store_true", help="cProfile decode + process_spans")
     p.add_argument("--profile-top", type=int, default=25, help="functions per cProfile listing")

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 import collector.routers
+from collector.grpc_server import start_grpc_receiver
 from collector.runtime import Runtime
 from ingest.store import StoreError
 from tokentrail.settings import Settings
@@ -37,8 +38,15 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.runtime = Runtime.open(settings)
         app.state.keys = app.state.runtime.keys
         try:
+            grpc_receiver = start_grpc_receiver(app.state.runtime)  # OTLP/gRPC beside this app
+        except BaseException:
+            app.state.runtime.close()  # the store must be closed even when start-up fails
+            raise
+        try:
             yield
         finally:
+            if grpc_receiver is not None:
+                grpc_receiver.stop()  # before the writer's last flush
             app.state.runtime.close()
 
     app = FastAPI(

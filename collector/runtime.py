@@ -9,13 +9,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from analytics.config import AnalyticsConfig
+from analytics.runner import JobRunner
+from analytics.scheduler import JobScheduler
 from collector.auth import KeyRing, ensure_admin_key
 from ingest.audit import AuditLog
-from ingest.migrate import apply_content_ttl, migrate
+from ingest.audit_chain import ANCHOR_FILE, AnchoredAuditLog, check_chain_on_start
+from ingest.forward import Forwarder, ForwardingStore, open_forwarder
+from ingest.migrate import apply_content_ttl, apply_table_ttl, migrate
 from ingest.otlp import decode_request
 from ingest.pipeline import PipelineConfig, TableBatch, process_spans
 from ingest.pricing import PriceBook
-from ingest.redact import RedactionRules
+from ingest.redact import RedactionPolicy, RedactionRules
+from ingest.retention import RetentionJob
 from ingest.store import Store, open_store
 from ingest.wal import WriteAheadLog
 from ingest.writer import BatchWriter
@@ -53,6 +59,12 @@ class Runtime:
     writer: BatchWriter
     # Receive-stage counters for /metrics (the writer keeps its own).
     received: ReceiveCounters = field(default_factory=lambda: ReceiveCounters())
+    # Compliance: forwarding of stored batches and the audited retention purge.
+    forwarder: Forwarder | None = None
+    retention: RetentionJob | None = None
+    # Analytics: the jobs (run on demand) and the thread that runs them every few minutes.
+    jobs: JobRunner | None = None
+    scheduler: JobScheduler | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
@@ -62,27 +74,44 @@ class Runtime:
         if applied:
             log.info("applied schema migrations %s", applied)
         apply_content_ttl(store, settings.content_ttl_days)
+        apply_table_ttl(store, settings.retention_days, settings.content_ttl_days)
         keys = KeyRing(store)
-        audit = AuditLog(store)
+        audit = AnchoredAuditLog(store, settings.data_dir / ANCHOR_FILE)
+        check_chain_on_start(audit)
         if ensure_admin_key(keys, settings.admin_key_path):
             audit.append("collector", "admin", "key.create", "admin", {"reason": "first start"})
             log.info("created an admin key in %s", settings.admin_key_path)
         pipeline = PipelineConfig(
             prices=PriceBook.load(settings.prices_file),
             redaction=RedactionRules.default(settings.redaction_patterns),
+            policy=RedactionPolicy(settings.redaction_default_mode, settings.redaction_team_modes),
         )
+        analytics = AnalyticsConfig.from_settings(settings)  # a bad budgets file stops start-up
+        forwarder = open_forwarder(settings)
         writer = BatchWriter(
-            store,
+            ForwardingStore(store, forwarder) if forwarder else store,
             WriteAheadLog(settings.wal_dir, fsync=settings.wal_fsync),
             max_rows=settings.batch_max_rows,
             max_seconds=settings.batch_max_seconds,
             queue_max_rows=settings.queue_max_rows,
         )
         runtime = cls(settings, store, keys, audit, pipeline, writer)
+        runtime.forwarder = forwarder
+        runtime.retention = RetentionJob(
+            store,
+            audit,
+            settings.retention_days,
+            settings.content_ttl_days,
+            settings.retention_purge_seconds,
+        )
+        runtime.retention.start()
         replayed = writer.replay(runtime.process_logged)
         if replayed:
             log.info("replayed %d requests from the write-ahead log", replayed)
         writer.start()
+        runtime.jobs = JobRunner(store, analytics, pipeline.prices)
+        runtime.scheduler = JobScheduler(runtime.jobs, analytics.interval_s)
+        runtime.scheduler.start()
         return runtime
 
     def process_logged(self, payload: bytes, kind: int) -> TableBatch:
@@ -94,5 +123,11 @@ class Runtime:
         return process_spans(decoded["spans"], self.pipeline)
 
     def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        if self.retention is not None:
+            self.retention.stop()
         self.writer.stop()
+        if self.forwarder is not None:
+            self.forwarder.stop()
         self.store.close()

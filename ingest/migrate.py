@@ -116,9 +116,67 @@ def apply_content_ttl(store: Store, days: int) -> None:
             if wanted is None and not has_ttl:
                 continue
             if days > 0:
+                # Not applied to old rows here: the retention purge does that
+                # and writes it to the audit log.
                 store.command(
                     f"ALTER TABLE {table} MODIFY COLUMN {column} String "
-                    f"TTL toDateTime(ts) + INTERVAL {int(days)} DAY"
+                    f"TTL toDateTime(ts) + INTERVAL {int(days)} DAY "
+                    "SETTINGS materialize_ttl_after_modify = 0"
                 )
             else:
                 store.command(f"ALTER TABLE {table} MODIFY COLUMN {column} REMOVE TTL")
+
+
+# The audit log is never expired (its chain starts at its first record); keys
+# and the migration record are configuration, not data.
+NEVER_EXPIRED = ("audit_log", "api_keys", "schema_migrations")
+
+
+def time_column(store: Store, table: str) -> str:
+    """The column a table's rows expire by: ``ts``, else its first DateTime column."""
+    columns = query_rows(store, f"DESCRIBE TABLE {table}")
+    names = [str(c["name"]) for c in columns]
+    if "ts" in names:
+        return "ts"
+    for column in columns:
+        if str(column["type"]).startswith(("DateTime", "Date")):
+            return str(column["name"])
+    raise ValueError(f"table {table} has no DateTime column to expire its rows by")
+
+
+def check_retention(store: Store, table_days: dict[str, int], content_days: int) -> None:
+    """Refuse a retention configuration that cannot be applied as meant."""
+    existing = {str(r["name"]) for r in query_rows(store, "SHOW TABLES")}
+    for table, days in table_days.items():
+        if table in NEVER_EXPIRED:
+            raise ValueError(f"retention_days: {table} is never expired; remove it from the map")
+        if table not in existing:
+            known = ", ".join(sorted(existing - set(NEVER_EXPIRED)))
+            raise ValueError(f"retention_days names {table!r}, which is not a table ({known})")
+        if days < 0:
+            raise ValueError(f"retention_days: {table} = {days}; use 0 (keep) or more days")
+        if table in CONTENT_COLUMNS and 0 < days < content_days:
+            raise ValueError(
+                f"retention_days keeps {table} rows {days} days but content_ttl_days keeps "
+                f"their content {content_days}: content must expire first"
+            )
+
+
+def apply_table_ttl(store: Store, table_days: dict[str, int], content_days: int) -> None:
+    """Set (or remove, with 0) each named table's row TTL; tables not named
+    keep whatever TTL they have. Like the content TTL, old rows are removed by
+    the audited retention purge, not by this change."""
+    check_retention(store, table_days, content_days)
+    for table, days in table_days.items():
+        create = store.query_arrow(f"SHOW CREATE TABLE {table}").column(0)[0].as_py()
+        ttl_line = next((ln for ln in create.split("\n") if ln.startswith("TTL ")), "")
+        column = time_column(store, table)
+        if days > 0:
+            if ttl_line.strip() == f"TTL toDateTime({column}) + toIntervalDay({int(days)})":
+                continue
+            store.command(
+                f"ALTER TABLE {table} MODIFY TTL toDateTime({column}) + INTERVAL {int(days)} DAY "
+                "SETTINGS materialize_ttl_after_modify = 0"
+            )
+        elif ttl_line:
+            store.command(f"ALTER TABLE {table} REMOVE TTL")

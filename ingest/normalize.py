@@ -46,21 +46,61 @@ def normalize_spans(spans: list[SpanRecord], source: str = "otlp") -> Normalized
             if tool is not None:
                 _add_executed_tool(batch, span, tool, source)
                 break
-    _link_tools_to_requests(batch.tool_calls)
+    if batch.tool_calls:
+        _link_tools_to_requests(batch.tool_calls, batch.llm_calls)
     return batch
 
 
-def _link_tools_to_requests(tool_calls: list[dict[str, Any]]) -> None:
-    """Point each executed tool at the model call that requested it (same
-    tool_call_id in the same trace); calls split across exports stay unlinked."""
-    requested_by = {
-        (row["trace_id"], row["tool_call_id"]): row["llm_span_id"]
-        for row in tool_calls
-        if row["status"] == "requested" and row["tool_call_id"]
-    }
+# finish_reason values meaning "the model asked for tools" (OpenAI, OpenLLMetry,
+# Anthropic, Gemini, Bedrock spellings).
+_TOOL_FINISH = ("tool_call", "tool_use", "function_call", "FUNCTION_CALL")
+
+
+def _asked_for_tools(call: dict[str, Any]) -> bool:
+    return call["tool_call_count"] > 0 or any(f in call["finish_reason"] for f in _TOOL_FINISH)
+
+
+def _link_tools_to_requests(
+    tool_calls: list[dict[str, Any]], llm_calls: list[dict[str, Any]]
+) -> None:
+    """Point each executed tool at the model call that requested it, within
+    the batch (calls split across exports stay unlinked):
+
+    1. the requested tool call with the same ``tool_call_id`` in the trace;
+    2. else its parent span, when that is a model call;
+    3. else the latest sibling model call (same parent, started before the
+       tool) that asked for tools, preferring one that asked for this tool
+       by name: the agent loop "model asks → agent runs the tool → model".
+    """
+    requested_by: dict[tuple[str, str], str] = {}
+    asked_names: dict[tuple[str, str], set[str]] = {}
     for row in tool_calls:
-        if not row["llm_span_id"]:
-            row["llm_span_id"] = requested_by.get((row["trace_id"], row["tool_call_id"]), "")
+        if row["status"] == "requested":
+            if row["tool_call_id"]:
+                requested_by[(row["trace_id"], row["tool_call_id"])] = row["llm_span_id"]
+            asked_names.setdefault((row["trace_id"], row["llm_span_id"]), set()).add(
+                row["tool_name"]
+            )
+    models = {(c["trace_id"], c["span_id"]) for c in llm_calls}
+    siblings: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for call in llm_calls:
+        if _asked_for_tools(call):
+            siblings.setdefault((call["trace_id"], call["parent_span_id"]), []).append(call)
+    for row in tool_calls:
+        if row["llm_span_id"]:
+            continue
+        trace, parent = row["trace_id"], row.get("parent_span_id", "")
+        linked = requested_by.get((trace, row["tool_call_id"]), "") if row["tool_call_id"] else ""
+        if not linked and (trace, parent) in models:
+            linked = parent
+        if not linked and parent:
+            earlier = [c for c in siblings.get((trace, parent), ()) if c["ts"] <= row["ts"]]
+            by_name = [
+                c for c in earlier if row["tool_name"] in asked_names.get((trace, c["span_id"]), ())
+            ]
+            chosen = max(by_name or earlier, key=lambda c: c["ts"], default=None)
+            linked = chosen["span_id"] if chosen else ""
+        row["llm_span_id"] = linked
 
 
 def _common(span: SpanRecord, resources: dict[int, dict[str, str]]) -> dict[str, Any]:
@@ -74,6 +114,14 @@ def _common(span: SpanRecord, resources: dict[int, dict[str, str]]) -> dict[str,
     }
 
 
+def _fill_attribution(common: dict[str, Any], fallback: dict[str, str] | None) -> None:
+    """A dialect's own metadata (Traceloop association properties, OpenInference
+    ``metadata``) fills what tokentrail.* / service.name left empty."""
+    for column, value in (fallback or {}).items():
+        if not common.get(column):
+            common[column] = value
+
+
 def _add_model_call(
     batch: NormalizedBatch,
     span: SpanRecord,
@@ -83,6 +131,7 @@ def _add_model_call(
     source: str,
 ) -> None:
     common = _common(span, batch.resources)
+    _fill_attribution(common, call.pop("attribution", None))
     requested = dialect.requested_tool_calls(call["output_content"])
     model = call["response_model"] or call["request_model"]
     batch.llm_calls.append(
@@ -120,11 +169,13 @@ def _add_executed_tool(
     batch: NormalizedBatch, span: SpanRecord, tool: dict[str, Any], source: str
 ) -> None:
     common = _common(span, batch.resources)
+    _fill_attribution(common, tool.pop("attribution", None))
     batch.tool_calls.append(
         {
             "ts": common["ts"],
             "trace_id": span["trace_id"],
             "span_id": span["span_id"],
+            "parent_span_id": span["parent_span_id"],  # for linking; not a column
             "llm_span_id": "",  # filled by _link_tools_to_requests
             "duration_ms": common["duration_ms"],
             "team": common["team"],

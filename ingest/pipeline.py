@@ -6,31 +6,36 @@ on decoded spans; the writer stores what it returns.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
-from ingest.dialects import CONTENT_ATTRIBUTE_KEYS
+from ingest.dialects import CONTENT_ATTRIBUTE_KEYS, CONTENT_KEY_PATTERN, content_keys_in
 from ingest.normalize import normalize_spans
 from ingest.pricing import PriceBook, price_call
 from ingest.records import AttrValue, SpanRecord, TokenUsage
-from ingest.redact import RedactionRules, redact_text
+from ingest.redact import REDACTION_MODES, RedactionPolicy, RedactionRules, redact_text
 from ingest.rows import (
     LLM_CALLS_SCHEMA,
     TOOL_CALLS_SCHEMA,
+    redact_event,
     rows_table,
     spans_table,
     take_map_without,
 )
 
 TABLES = ("spans", "llm_calls", "tool_calls")
+MASK_EVERYWHERE = RedactionPolicy()
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     prices: PriceBook
     redaction: RedactionRules
+    # Per team: mask with the rules above (default), drop content, or off.
+    policy: RedactionPolicy = MASK_EVERYWHERE
 
 
 @dataclass
@@ -68,14 +73,29 @@ def price_rows(calls: list[dict[str, Any]], prices: PriceBook) -> int:
     return unpriced
 
 
-def redact_rows(rows: list[dict[str, Any]], fields: tuple[str, ...], rules: RedactionRules) -> None:
+def redact_rows(
+    rows: list[dict[str, Any]],
+    fields: tuple[str, ...],
+    rules: RedactionRules,
+    policy: RedactionPolicy = MASK_EVERYWHERE,
+) -> None:
+    """Apply each row's team mode to its content fields and count what was
+    hidden: one per match when masking, one per non-empty field when dropping."""
+    uniform = policy.uniform
     for row in rows:
+        mode = uniform or policy.mode_for(row.get("team") or "")
         count = 0
-        for name in fields:
-            text = row.get(name) or ""
-            if text:
-                row[name], found = redact_text(text, rules)
-                count += found
+        if mode == "mask":
+            for name in fields:
+                text = row.get(name) or ""
+                if text:
+                    row[name], found = redact_text(text, rules)
+                    count += found
+        elif mode == "drop":
+            for name in fields:
+                if row.get(name):
+                    row[name] = ""
+                    count += 1
         row["redaction_count"] = count
 
 
@@ -83,9 +103,7 @@ def redact_attributes(
     attributes: dict[str, AttrValue], rules: RedactionRules
 ) -> dict[str, AttrValue]:
     """A copy with content-bearing attributes redacted (the input may be shared)."""
-    # Runs for every span: looking up the few content keys is cheaper than
-    # intersecting with all of the span's attributes.
-    present = [key for key in CONTENT_ATTRIBUTE_KEYS if key in attributes]
+    present = content_keys_in(attributes)  # exact keys and flattened ones (llm.input_messages.0...)
     if not present:
         return attributes
     cleaned = dict(attributes)
@@ -95,18 +113,60 @@ def redact_attributes(
     return cleaned
 
 
+def drop_attributes(attributes: dict[str, AttrValue]) -> dict[str, AttrValue]:
+    """A copy without content-bearing attributes (the input may be shared)."""
+    present = content_keys_in(attributes)  # exact keys and flattened ones (llm.input_messages.0...)
+    if not present:
+        return attributes
+    dropped = set(present)
+    return {k: v for k, v in attributes.items() if k not in dropped}
+
+
+AttributeCleaner = Callable[[dict[str, AttrValue]], dict[str, AttrValue]]
+
+
+def attribute_cleaner(mode: str, rules: RedactionRules) -> AttributeCleaner:
+    if mode == "mask":
+        return lambda attributes: redact_attributes(attributes, rules)
+    if mode == "drop":
+        return drop_attributes
+    return lambda attributes: attributes
+
+
+def clean_spans_by_team(
+    spans: list[SpanRecord], policy: RedactionPolicy, rules: RedactionRules
+) -> list[SpanRecord]:
+    """Copies of the spans with each one's team mode applied to its content
+    attributes and events (only when teams have different modes)."""
+    cleaners = {mode: attribute_cleaner(mode, rules) for mode in REDACTION_MODES}
+    cleaned: list[SpanRecord] = []
+    for span in spans:
+        team = span["attributes"].get("tokentrail.team") or span["resource"].get(
+            "tokentrail.team", ""
+        )
+        clean = cleaners[policy.mode_for(str(team))]
+        events = [redact_event(e, clean) for e in span["events"]] if span["events"] else []
+        cleaned.append({**span, "attributes": clean(span["attributes"]), "events": events})
+    return cleaned
+
+
 def process_spans(
     spans: list[SpanRecord], config: PipelineConfig, source: str = "otlp"
 ) -> TableBatch:
     normalized = normalize_spans(spans, source)
     unpriced = price_rows(normalized.llm_calls, config.prices)
-    redact_rows(normalized.llm_calls, ("input_content", "output_content"), config.redaction)
-    redact_rows(normalized.tool_calls, ("arguments", "result"), config.redaction)
-    spans_rows = spans_table(spans, lambda attrs: redact_attributes(attrs, config.redaction))
+    policy = config.policy
+    redact_rows(normalized.llm_calls, ("input_content", "output_content"), config.redaction, policy)
+    redact_rows(normalized.tool_calls, ("arguments", "result"), config.redaction, policy)
+    if policy.uniform is not None:
+        spans_rows = spans_table(spans, attribute_cleaner(policy.uniform, config.redaction))
+    else:
+        spans_rows = spans_table(clean_spans_by_team(spans, policy, config.redaction))
     call_attributes = take_map_without(
         spans_rows.column("attributes").combine_chunks(),
         [call["span_index"] for call in normalized.llm_calls],
         CONTENT_ATTRIBUTE_KEYS,
+        CONTENT_KEY_PATTERN,
     )
     return TableBatch(
         tables={

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["RedactionRules", "redact_text"]
+__all__ = ["REDACTION_MODES", "RedactionPolicy", "RedactionRules", "redact_text"]
 
 
 def _luhn(digits: str) -> bool:
@@ -58,7 +58,8 @@ def _phone_ok(match: str) -> bool:
 # bounded, so long blobs (base64 images, embeddings) scan in linear time.
 _Check = Callable[[str], bool] | None
 _ASSIGN_KEYWORDS = ("key", "token", "secret", "password", "passwd")
-_ASSIGN_TAIL = re.compile(r"[\"']?\s*[:=]")
+# Quotes may be JSON-escaped (\"apiKey\": \"...\"): content is often JSON text.
+_ASSIGN_TAIL = re.compile(r"\\?[\"']?\s*[:=]")
 
 
 def _may_assign(text: str) -> bool:
@@ -79,11 +80,12 @@ def _has_any(*needles: str) -> Callable[[str], bool]:
 
 
 _BUILTINS: tuple[tuple[str, str, _Check, _Check], ...] = (
-    # A truncated block (content is often cut) is redacted to the end.
+    # A truncated block (content is often cut) is redacted to the end, or to
+    # the next '"' (a key holds none), which keeps JSON content valid JSON.
     (
         "private_key",
         r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"
-        r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|[\s\S]*\Z)",
+        r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|[^\"]*)",
         None,
         None,
     ),
@@ -108,14 +110,15 @@ _BUILTINS: tuple[tuple[str, str, _Check, _Check], ...] = (
     (
         "api_key",
         r"(?i:(?<![\w-])(?:x[_-]?)?(?:api[_-]?key|api[_-]?token|secret[_-]?key"
-        r"|client[_-]?secret|access[_-]?token|auth[_-]?token|password|passwd))[\"']?\s*[:=]\s*"
-        r"[\"']?(?P<secret>(?=[\w.~+/=!@#$%^*-]{0,256}\d)[\w.~+/=!@#$%^*-]{8,})",
+        r"|client[_-]?secret|access[_-]?token|auth[_-]?token|password|passwd))\\?[\"']?\s*[:=]\s*"
+        r"\\?[\"']?(?P<secret>(?=[\w.~+/=!@#$%^*-]{0,256}\d)[\w.~+/=!@#$%^*-]{8,})",
         _may_assign,
         None,
     ),
     (
         "email",
-        r"(?<![\w.%+-])[\w.%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,63}(?![\w-])",
+        # An apostrophe may sit inside the local part (o'brien@...), not at its ends.
+        r"(?<![\w.%+-])[\w.%+-]+(?:'[\w.%+-]+)*@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,63}(?![\w-])",
         _has_any("@"),
         None,
     ),
@@ -200,10 +203,60 @@ class RedactionRules:
         return cls(kept + tuple(custom))
 
 
+# What happens to a team's content: "mask" applies the rules, "drop" stores
+# none, "off" stores it as sent.
+REDACTION_MODES = ("off", "mask", "drop")
+
+
+@dataclass(frozen=True)
+class RedactionPolicy:
+    """The redaction mode per team; teams not listed get ``default``."""
+
+    default: str = "mask"
+    teams: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for who, mode in [("default", self.default), *self.teams.items()]:
+            if mode not in REDACTION_MODES:
+                choices = ", ".join(REDACTION_MODES)
+                raise ValueError(f"redaction mode for {who!r} is {mode!r}; use one of {choices}")
+        modes = set(self.teams.values()) | {self.default}
+        # One mode for everyone: the pipeline then skips the per-row team lookup.
+        object.__setattr__(self, "_uniform", self.default if len(modes) == 1 else None)
+
+    @property
+    def uniform(self) -> str | None:
+        """The mode when every team has the same one, else None."""
+        return self._uniform  # type: ignore[attr-defined]
+
+    def mode_for(self, team: str) -> str:
+        return self.teams.get(team, self.default)
+
+
+# Content mostly arrives as JSON text, where a line break is the escape "\n":
+# its "n" would glue a value at the start of a line to the word before it and
+# hide it from the look-behinds. While matching, each such escape becomes a
+# backslash and a real line break (same length), turned back afterwards.
+_ESCAPED_BREAK = "\\n"
+_SWAPPED_BREAK = "\\\n"
+
+
 def redact_text(text: str, rules: RedactionRules) -> tuple[str, int]:
     """Return ``(redacted text, number of redactions)``."""
     if not text:
         return text, 0
+    # A text with real backslash+break pairs is left as is: they would be
+    # taken for swapped escapes on the way back.
+    swapped = _ESCAPED_BREAK in text and _SWAPPED_BREAK not in text
+    if swapped:
+        text = text.replace(_ESCAPED_BREAK, _SWAPPED_BREAK)
+    text, count = _redact(text, rules)
+    if swapped:
+        text = text.replace(_SWAPPED_BREAK, _ESCAPED_BREAK)
+    return text, count
+
+
+def _redact(text: str, rules: RedactionRules) -> tuple[str, int]:
     count = 0
     for pattern, may_match, check, placeholder, group in rules._steps:
         if may_match is not None and not may_match(text):

@@ -157,8 +157,11 @@ def _map_array(maps: list[dict[str, AttrValue]]) -> pa.MapArray:
     )
 
 
-def take_map_without(maps: pa.MapArray, rows: list[int], drop_keys: frozenset[str]) -> pa.MapArray:
-    """The maps of ``rows``, without ``drop_keys``, computed in Arrow.
+def take_map_without(
+    maps: pa.MapArray, rows: list[int], drop_keys: frozenset[str], drop_pattern: str = ""
+) -> pa.MapArray:
+    """The maps of ``rows``, without ``drop_keys`` (nor keys matching the regex
+    ``drop_pattern``), computed in Arrow.
 
     llm_calls.attributes is its span's attributes minus the content (kept in
     input/output_content), so it is cut from the spans table's map instead of
@@ -171,7 +174,12 @@ def take_map_without(maps: pa.MapArray, rows: list[int], drop_keys: frozenset[st
     start, end = int(offsets[0]), int(offsets[-1])
     flat_keys = taken.keys.slice(start, end - start)
     flat_items = taken.items.slice(start, end - start)
-    keep = pc.invert(pc.is_in(flat_keys, value_set=pa.array(sorted(drop_keys), _STR)))
+    dropped = pa.array(sorted(drop_keys), _STR)
+    if drop_pattern:  # matched on the distinct keys only: a few dozen, not every cell
+        names = pc.unique(flat_keys)
+        matched = names.filter(pc.match_substring_regex(names, pattern=drop_pattern))
+        dropped = pa.concat_arrays([dropped, matched])
+    keep = pc.invert(pc.is_in(flat_keys, value_set=dropped))
     keep_np = keep.to_numpy(zero_copy_only=False)
     parents = np.repeat(np.arange(len(taken)), np.diff(offsets))
     kept_per_row = np.bincount(parents[keep_np], minlength=len(taken))

@@ -35,7 +35,7 @@ def test_every_command_has_help(command: list[str]) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [["up"], ["dashboards"], ["jobs", "run"], ["audit", "verify", "x.jsonl"]],
+    [["jobs", "run"], ["audit", "verify", "x.jsonl"]],
     ids=" ".join,
 )
 def test_unbuilt_commands_exit_nonzero_with_a_sentence(command: list[str]) -> None:

@@ -7,6 +7,7 @@ owns the store.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -82,6 +83,9 @@ def serve(
     data_dir: DataDir = None,
     host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="OTLP/HTTP and API port [default: 4318]")] = None,
+    grpc_port: Annotated[
+        int | None, typer.Option(help="OTLP/gRPC port, 0 = off [default: 4317]")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
     """Run the collector: OTLP receiver, HTTP API and job scheduler."""
@@ -92,7 +96,7 @@ def serve(
 
     from collector.app import create_app
 
-    settings = settings_from(data_dir=data_dir, host=host, port=port)
+    settings = settings_from(data_dir=data_dir, host=host, port=port, grpc_port=grpc_port)
     # Decoding OTLP creates millions of short-lived objects that are never
     # cyclic; the default GC thresholds spend ~45% of JSON decode time on them.
     gc.set_threshold(100_000, 50, 100)
@@ -102,6 +106,8 @@ def serve(
     typer.echo(
         f"tokentrail collector on http://{settings.host}:{settings.port}  data: {settings.data_dir}"
     )
+    if settings.grpc_port:
+        typer.echo(f"OTLP/gRPC on {settings.host}:{settings.grpc_port}")
     typer.echo(f"admin key: {settings.admin_key_path}")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
 
@@ -112,12 +118,17 @@ def up(
     demo: Annotated[
         bool, typer.Option("--demo", help="Also run simulated providers and traffic")
     ] = False,
-    port: int = 4318,
-    proxy_port: int = 8080,
-    dashboards_port: int = 8501,
+    host: Annotated[str, typer.Option(help="Bind address of all three servers")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Collector (OTLP and API) port")] = 4318,
+    proxy_port: Annotated[int, typer.Option(help="Capture proxy port")] = 8080,
+    dashboards_port: Annotated[int, typer.Option(help="Dashboards port")] = 8501,
 ) -> None:
     """Start collector, proxy and dashboards together (Ctrl-C stops all)."""
-    not_yet("tokentrail up")
+    from tokentrail.supervisor import UpOptions, run_up
+
+    settings = settings_from(data_dir=data_dir)
+    options = UpOptions(settings, host, port, proxy_port, dashboards_port, demo)
+    raise typer.Exit(run_up(options))
 
 
 @app.command()
@@ -183,22 +194,77 @@ def proxy(
 @app.command()
 def dashboards(
     data_dir: DataDir = None,
-    host: str = "127.0.0.1",
-    port: int = 8501,
+    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8501,
     url: Url = DEFAULT_API_URL,
 ) -> None:
-    """Run the Streamlit dashboards."""
-    not_yet("tokentrail dashboards")
+    """Run the Streamlit dashboards (users sign in with their API key)."""
+    import os
+
+    import plotly.express  # noqa: F401 - imported now, so the first page view is not slowed
+    from streamlit.web import cli as streamlit_cli
+
+    import dashboards.data  # noqa: F401 - likewise (pandas)
+    from dashboards.api import is_loopback
+
+    settings = settings_from(data_dir=data_dir)
+    # The app runs in this process and reads its settings from the environment.
+    os.environ["TOKENTRAIL_API_URL"] = url
+    if settings.dashboards_demo_key and not is_loopback(host):
+        typer.echo(
+            "warning: ignoring TOKENTRAIL_DASHBOARDS_DEMO_KEY: the dashboards are not "
+            "on loopback, so everyone signs in",
+            err=True,
+        )
+        os.environ.pop("TOKENTRAIL_DASHBOARDS_DEMO_KEY", None)
+    app_path = Path(__file__).resolve().parent.parent / "dashboards" / "app.py"
+    typer.echo(f"tokentrail dashboards on http://{host}:{port}  collector: {url}")
+    options = {
+        "server.address": host,
+        "server.port": port,
+        "server.headless": "true",
+        "server.fileWatcherType": "none",
+        "server.runOnSave": "false",
+        "browser.gatherUsageStats": "false",
+        "client.toolbarMode": "minimal",
+        "client.showErrorDetails": "false",
+        "theme.base": "light",
+    }
+    args = ["run", str(app_path), *(f"--{name}={value}" for name, value in options.items())]
+    streamlit_cli.main(args, prog_name="tokentrail dashboards")
 
 
 @jobs_app.command("run")
 def jobs_run(
-    name: Annotated[str | None, typer.Argument(help="One job; default all")] = None,
+    name: Annotated[
+        str | None,
+        typer.Argument(help="One job: cost, budgets, cache, duplicates, failover, routing"),
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Recompute every window, not only those with new calls")
+    ] = False,
     data_dir: DataDir = None,
     url: Url = DEFAULT_API_URL,
 ) -> None:
-    """Run analytics jobs now (through the API)."""
-    not_yet("tokentrail jobs run")
+    """Run analytics jobs now (through the API), all or one, and print what each did."""
+    settings = settings_from(data_dir=data_dir)
+    answer = call_api(
+        settings, url, "POST", "/api/v1/jobs/run", json={"name": name, "full": full}
+    ).json()
+    for run in answer["runs"]:
+        skipped = run["details"].get("skipped")
+        what = (
+            f"skipped: {skipped}"
+            if skipped
+            else f"{run['windows']} windows, {run['rows_written']} rows"
+        )
+        typer.echo(
+            f"{run['job']:<11} {run['status']:<7} {what:<40} {run['duration_ms'] / 1000:.1f} s"
+        )
+        if run["error"]:
+            typer.echo(f"  {run['error']}", err=True)
+    if not answer["ok"]:
+        raise typer.Exit(1)
 
 
 @keys_app.command("create")
@@ -246,17 +312,112 @@ def audit_export(
     end: Annotated[str, typer.Option("--to", help="Period end (ISO 8601)")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the export")],
     fmt: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet")] = "jsonl",
+    kind: Annotated[str, typer.Option(help="calls, tools or audit")] = "calls",
+    filters: Annotated[
+        list[str] | None,
+        typer.Option("--filter", help="NAME=VALUE, e.g. team=payments (repeatable)"),
+    ] = None,
+    content: Annotated[
+        bool, typer.Option("--content", help="Include (redacted) content; admin keys only")
+    ] = False,
     data_dir: DataDir = None,
     url: Url = DEFAULT_API_URL,
 ) -> None:
-    """Export calls for a period with a manifest."""
-    not_yet("tokentrail audit export")
+    """Export a period of calls, tool calls or the audit log; writes PATH and PATH.manifest.json."""
+    import base64
+
+    from ingest.export import manifest_path_for
+
+    settings = settings_from(data_dir=data_dir)
+    params: dict[str, Any] = {"from": start, "to": end, "format": fmt, "kind": kind}
+    for item in filters or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            fail(f"--filter {item!r}: expected NAME=VALUE, e.g. team=payments")
+        params[name] = value
+    if content:
+        params["content"] = "true"
+    response = call_api(settings, url, "GET", "/api/v1/audit/export", params=params)
+    if "X-Tokentrail-Manifest" not in response.headers:
+        fail(f"the collector at {url} sent the export without a manifest; is it this version?")
+    manifest = base64.b64decode(response.headers["X-Tokentrail-Manifest"])
+    out.write_bytes(response.content)
+    manifest_path_for(out).write_bytes(manifest)
+    head = json.loads(manifest)
+    typer.echo(
+        f"wrote {head['row_count']} rows to {out} (sha256 {head['file_sha256']}) and "
+        f"{manifest_path_for(out).name}; audit record seq {head['audit_chain_head']['seq']}"
+    )
 
 
 @audit_app.command("verify")
-def audit_verify(path: Path) -> None:
-    """Check an export against its manifest and the hash chain."""
-    not_yet("tokentrail audit verify")
+def audit_verify(
+    path: Annotated[Path, typer.Argument(help="The export file")],
+    manifest: Annotated[
+        Path | None, typer.Option(help="Its manifest [default: PATH.manifest.json]")
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Check file and manifest only, not the audit chain")
+    ] = False,
+    data_dir: DataDir = None,
+    url: Url = DEFAULT_API_URL,
+) -> None:
+    """Check an export against its manifest and the collector's audit chain (exit 0 = intact)."""
+    from ingest.export import chain_problems, verify_files
+
+    found, problems = verify_files(path, manifest)
+    for problem in problems:
+        typer.echo(f"FAILED: {problem}", err=True)
+    if found is not None and not offline:
+        settings = settings_from(data_dir=data_dir)
+        seq = found["audit_chain_head"].get("seq")
+        check = call_api(settings, url, "GET", "/api/v1/audit/verify", params={"seq": seq})
+        for problem in chain_problems(found, check.json()):
+            typer.echo(f"FAILED: {problem}", err=True)
+            problems.append(problem)
+    if problems:
+        raise typer.Exit(1)
+    chain = "not checked (--offline)" if offline else "holds the export's record"
+    typer.echo(
+        f"OK: {path.name} matches its manifest ({found['row_count']} rows, sha256 "
+        f"{found['file_sha256']}); the audit chain {chain}"
+    )
+
+
+@audit_app.command("verify-log")
+def audit_verify_log(
+    offline: Annotated[
+        bool,
+        typer.Option("--offline", help="Read the store directly (the collector must be stopped)"),
+    ] = False,
+    data_dir: DataDir = None,
+    url: Url = DEFAULT_API_URL,
+) -> None:
+    """Check the audit log's hash chain; names the first broken link (exit 0 = intact)."""
+    from ingest.audit_chain import ANCHOR_FILE, check_chain, read_anchor
+
+    settings = settings_from(data_dir=data_dir)
+    if offline:
+        from ingest.audit import AuditLog
+        from ingest.store import StoreError, open_store
+
+        try:
+            store = open_store(settings.data_dir, settings.clickhouse_url, settings.database)
+        except StoreError as exc:
+            fail(f"cannot open the store (if the collector runs, drop --offline): {exc}")
+        try:
+            records = AuditLog(store).records()
+        finally:
+            store.close()
+        report = check_chain(records, read_anchor(settings.data_dir / ANCHOR_FILE)).as_dict()
+    else:
+        report = call_api(settings, url, "GET", "/api/v1/audit/verify").json()
+    if not report["ok"]:
+        fail(f"audit log broken at seq {report['broken_seq']}: {report['problem']}")
+    typer.echo(
+        f"audit log intact: {report['records']} records, head seq {report['head_seq']} "
+        f"hash {report['head_hash']}"
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry for python -m

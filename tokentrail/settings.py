@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +48,80 @@ class Settings(BaseSettings):
     prices_file: Path | None = Field(default=None, description="TOML price overrides")
     redaction_patterns: dict[str, str] = Field(
         default_factory=dict, description="Extra label -> regex redacted from content"
+    )
+
+    # Dashboards, `tokentrail up` and the demo (dashboards-and-demo area).
+    # `up --demo` hands its dashboards child the admin key here; the app signs in
+    # with it only while it listens on loopback. Never put it in a URL.
+    dashboards_demo_key: str = Field(default="", description="Demo auto sign-in key (loopback)")
+    # The demo's traffic generator: model calls started per second.
+    demo_rate: float = 4.0
+    # Simulated outage windows, PROVIDER:START_S:END_S after the demo starts, comma-separated.
+    demo_outages: str = "anthropic:40:220,gemini:1800:1920"
+    # Chance per request that a provider starts a burst of 429s.
+    demo_rate_limit_probability: float = 0.03
+    # Seconds between analytics job runs the demo asks for (0: leave it to the scheduler).
+    demo_jobs_every_s: float = 30.0
+
+    # Compliance and security: retention, redaction modes, exports, read-only SQL, forwarding.
+    retention_days: dict[str, int] = Field(
+        default_factory=dict,
+        description="Table -> days its rows are kept (ClickHouse TTL); absent or 0 keeps them",
+    )
+    retention_purge_seconds: float = Field(
+        default=3600.0, description="How often the collector runs (and audits) a retention purge"
+    )
+    redaction_default_mode: Literal["off", "mask", "drop"] = Field(
+        default="mask", description="Content handling for teams not in redaction_team_modes"
+    )
+    redaction_team_modes: dict[str, Literal["off", "mask", "drop"]] = Field(
+        default_factory=dict, description="Team -> off | mask | drop"
+    )
+    export_max_rows: int = Field(default=2_000_000, description="Largest audit export, in rows")
+    sql_max_rows: int = Field(default=10_000, description="Rows POST /api/v1/sql returns at most")
+    sql_max_seconds: float = Field(default=10.0, description="Time limit of one SQL query")
+    sql_max_memory_mb: int = Field(default=2048, description="Memory limit of one SQL query")
+    forward_otlp_url: str = Field(
+        default="", description="OTLP/HTTP traces endpoint that receives every stored span"
+    )
+    forward_otlp_headers: dict[str, str] = Field(default_factory=dict)
+    forward_webhook_url: str = Field(
+        default="", description="SIEM webhook that receives stored llm_calls and tool_calls"
+    )
+    forward_webhook_headers: dict[str, str] = Field(default_factory=dict)
+    forward_content: bool = Field(default=True, description="Forward (redacted) content too")
+    forward_queue_batches: int = Field(default=1000, description="Batches waiting to be sent")
+
+    # OTLP/gRPC receiver (collector, dialects-and-gRPC area): TraceService on this
+    # port beside OTLP/HTTP on `port`, same host and keys; 0 turns it off.
+    grpc_port: int = Field(default=4317, ge=0, le=65535, description="OTLP/gRPC port; 0 = off")
+
+    # Analytics (analytics/): job schedule, budgets and routes files, alert webhook,
+    # outage/fallback/routing/near-duplicate thresholds. Files are re-read every run.
+    jobs_interval_minutes: float = Field(
+        default=5.0, ge=0, description="Minutes between scheduled job runs; 0 turns them off"
+    )
+    jobs_late_overlap_seconds: float = Field(
+        default=120.0, ge=0, description="A run also re-reads calls ingested this long before"
+    )
+    budgets_file: Path | None = Field(default=None, description="TOML budgets per team etc.")
+    routes_file: Path | None = Field(default=None, description="TOML routes and candidates")
+    alert_webhook_url: str = Field(default="", description="Budget alerts are POSTed here")
+    outage_error_rate: float = Field(default=0.5, gt=0, le=1, description="Outage above this")
+    outage_min_attempts: int = Field(default=5, ge=1, description="Per 5-minute window")
+    outage_min_windows: int = Field(default=2, ge=1, description="Consecutive bad windows")
+    fallback_window_seconds: float = Field(default=120.0, gt=0, description="Chain step bound")
+    routing_window_minutes: int = Field(default=60, ge=1, description="Routing looks back")
+    routing_max_error_rate: float = Field(default=0.2, ge=0, le=1, description="Else weight 0")
+    routing_exploration: float = Field(default=0.1, ge=0, lt=1, description="Share for others")
+    routing_min_calls: int = Field(default=10, ge=1, description="Successes before ranking")
+    routing_objective: Literal["cost", "latency", "balanced"] = Field(
+        default="balanced", description="For routes the routes file does not declare"
+    )
+    near_duplicate_similarity: float = Field(default=0.8, gt=0, le=1, description="Dice, 3-grams")
+    near_duplicate_days: int = Field(default=7, ge=1, description="Duplicate report looks back")
+    near_duplicate_refresh_minutes: float = Field(
+        default=60.0, ge=0, description="Scheduled runs refresh the duplicate report this often"
     )
 
     @field_validator("data_dir", mode="after")

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
+from analytics.spend import rollup_spend_query
 from collector.auth import Caller
 from collector.jsonrows import json_rows
 from collector.params import csv_list, time_window
@@ -46,18 +47,64 @@ SPEND_TOTALS = """
 """
 
 
-def spend_query(group_by: list[str], granularity: str | None) -> str:
-    unknown = [g for g in group_by if g not in GROUPS]
+# group_by=attr:<key> groups by any attribute the calls carry: the key as sent
+# (an OTel attribute), else the proxy's tokentrail.tag.<key> (Helicone-Property-<Key>,
+# Portkey and LiteLLM metadata), else tokentrail.<key>. A tag list (LiteLLM's
+# x-litellm-tags, stored as tokentrail.tags) counts a call once under each tag.
+ATTR_PREFIX = "attr:"
+TAG_LISTS = ("tags", "tokentrail.tags")
+
+
+def attribute_group(key: str, index: int, params: dict[str, Any]) -> str:
+    """SQL for attr:<key>; the key is a bound parameter, never SQL text."""
+    if not key or len(key) > 256:
+        raise HTTPException(
+            400, "attr: needs an attribute key of 1-256 characters, e.g. attr:feature"
+        )
+    name = f"attr{index}"
+    params[name] = key
+    p = f"{{{name}:String}}"
+    value = (
+        f"multiIf(mapContains(c.attributes, {p}), c.attributes[{p}], "
+        f"mapContains(c.attributes, concat('tokentrail.tag.', {p})), "
+        f"c.attributes[concat('tokentrail.tag.', {p})], "
+        f"c.attributes[concat('tokentrail.', {p})])"
+    )
+    if key in TAG_LISTS:
+        tags = f"arrayMap(t -> trimBoth(t), splitByChar(',', {value}))"
+        return f"arrayJoin(if({value} = '', [''], {tags}))"
+    return value
+
+
+def group_alias(name: str, index: int) -> str:
+    """Column alias in SQL: a known name, or attr_<n> (renamed back in the rows)."""
+    return f"attr_{index}" if name.startswith(ATTR_PREFIX) else name
+
+
+def spend_query(
+    group_by: list[str], granularity: str | None, params: dict[str, Any] | None = None
+) -> str:
+    params = {} if params is None else params
+    unknown = [g for g in group_by if g not in GROUPS and not g.startswith(ATTR_PREFIX)]
     if unknown:
         raise HTTPException(
-            400, f"cannot group by {', '.join(unknown)}; choose from {', '.join(GROUPS)}"
+            400,
+            f"cannot group by {', '.join(unknown)}; choose from {', '.join(GROUPS)} "
+            "or attr:<key> for any attribute or tag",
         )
     if granularity is not None and granularity not in BUCKETS:
         raise HTTPException(400, "granularity must be hour or day")
-    keys = ([f"{BUCKETS[granularity]} AS period"] if granularity else []) + [
-        f"{GROUPS[g]} AS `{g}`" for g in group_by
+    expressions = [
+        attribute_group(g.removeprefix(ATTR_PREFIX), i, params)
+        if g.startswith(ATTR_PREFIX)
+        else GROUPS[g]
+        for i, g in enumerate(group_by)
     ]
-    names = (["period"] if granularity else []) + [f"`{g}`" for g in group_by]
+    aliases = [group_alias(g, i) for i, g in enumerate(group_by)]
+    keys = ([f"{BUCKETS[granularity]} AS period"] if granularity else []) + [
+        f"{expr} AS `{alias}`" for expr, alias in zip(expressions, aliases, strict=True)
+    ]
+    names = (["period"] if granularity else []) + [f"`{a}`" for a in aliases]
     select = ", ".join(keys + [SPEND_TOTALS])
     group = f"GROUP BY {', '.join(names)} ORDER BY {', '.join(names)}" if names else ""
     return (
@@ -77,7 +124,9 @@ def spend(
         None, alias="from", description="ISO 8601 or unix seconds; default 30 days before to"
     ),
     end: str | None = Query(None, alias="to", description="ISO 8601 or unix seconds; default now"),
-    group_by: str | None = Query(None, description=f"comma-separated: {', '.join(GROUPS)}"),
+    group_by: str | None = Query(
+        None, description=f"comma-separated: {', '.join(GROUPS)}, attr:<key> (any attribute or tag)"
+    ),
     granularity: str | None = Query(None, description="hour or day; omit for one total per group"),
     team: str = "",
     project: str = "",
@@ -85,14 +134,20 @@ def spend(
     runtime: Runtime = request.app.state.runtime
     frm, to = time_window(start, end, timedelta(days=30))
     groups = csv_list(group_by)
-    sql = spend_query(groups, granularity)
-    table = runtime.store.query_arrow(
-        sql, {"start": frm, "end": to, "team": team, "project": project}
-    )
+    params: dict[str, Any] = {"start": frm, "end": to, "team": team, "project": project}
+    # Whole hours from the cost job's rollup when it can answer; the same sums.
+    overlap = runtime.jobs.config.late_overlap_s if runtime.jobs else 0.0
+    sql = rollup_spend_query(
+        runtime.store, groups, granularity, frm, to, params, overlap
+    ) or spend_query(groups, granularity, params)
+    rows = json_rows(runtime.store.query_arrow(sql, params))
+    renames = {group_alias(g, i): g for i, g in enumerate(groups) if g.startswith(ATTR_PREFIX)}
+    if renames:
+        rows = [{renames.get(k, k): v for k, v in row.items()} for row in rows]
     return {
         "from": frm.isoformat(),
         "to": to.isoformat(),
         "group_by": groups,
         "granularity": granularity,
-        "rows": json_rows(table),
+        "rows": rows,
     }

@@ -1,19 +1,24 @@
 """OpenTelemetry GenAI semantic conventions → llm_calls / tool_calls facts.
 
-Reads both generations: v1.37+ (``gen_ai.provider.name``,
-``gen_ai.input.messages``) and the older ``gen_ai.system`` /
-``gen_ai.usage.prompt_tokens`` names that instrumentations on v1.36 or older
-still emit.
+Reads every generation: v1.37+ (``gen_ai.provider.name``, content in
+``gen_ai.input.messages`` / ``gen_ai.output.messages`` attributes or in the
+``gen_ai.client.inference.operation.details`` event), v1.28–1.36
+(``gen_ai.system``; content in ``gen_ai.system.message`` / ``gen_ai.user.message``
+/ ``gen_ai.assistant.message`` / ``gen_ai.tool.message`` / ``gen_ai.choice``
+events, whose body is flattened into attributes or JSON in
+``gen_ai.event.content``), and v1.26–1.27 (``gen_ai.usage.prompt_tokens``;
+``gen_ai.prompt`` / ``gen_ai.completion`` as attributes or in the
+``gen_ai.content.prompt`` / ``gen_ai.content.completion`` events).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
+from ingest.dialects import common
+from ingest.dialects.common import first, int_or_none, text
 from ingest.pricing import provider_id_from_otel
-from ingest.records import AttrValue, SpanRecord
+from ingest.records import AttrValue, EventRecord, SpanRecord
 
 # gen_ai.operation.name → our operation column.
 MODEL_OPERATIONS = {
@@ -26,6 +31,7 @@ MODEL_OPERATIONS = {
 TOOL_OPERATION = "execute_tool"
 
 # Each column, then the attribute names that carry it, newest first.
+PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system")
 TOKEN_KEYS: dict[str, tuple[str, ...]] = {
     "input_tokens": ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"),
     "output_tokens": ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"),
@@ -40,57 +46,32 @@ TOKEN_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "reasoning_tokens": ("gen_ai.usage.reasoning.output_tokens",),
 }
-INPUT_CONTENT_KEYS = ("gen_ai.system_instructions", "gen_ai.input.messages")
-OUTPUT_CONTENT_KEYS = ("gen_ai.output.messages",)
-# Events that carry content in the newer convention.
+INPUT_CONTENT_KEYS = ("gen_ai.system_instructions", "gen_ai.input.messages", "gen_ai.prompt")
+OUTPUT_CONTENT_KEYS = ("gen_ai.output.messages", "gen_ai.completion")
+# Event carrying content as attributes named like the span attributes (v1.37+).
 CONTENT_EVENT = "gen_ai.client.inference.operation.details"
-
-
-def _first(attributes: dict[str, AttrValue], keys: tuple[str, ...]) -> AttrValue:
-    for key in keys:
-        value = attributes.get(key)
-        if value is not None:
-            return value
-    return None
-
-
-def _int_or_none(value: AttrValue) -> int | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return max(int(value), 0)
-    except (TypeError, ValueError):
-        return None
-
-
-def _text(value: AttrValue) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return orjson.dumps(value, default=str).decode()
-
-
-def _content(span: SpanRecord, keys: tuple[str, ...]) -> str:
-    attributes = span["attributes"]
-    parts = [_text(attributes[key]) for key in keys if attributes.get(key)]
-    for event in span["events"]:
-        if event["name"] == CONTENT_EVENT:
-            parts += [_text(event["attributes"][k]) for k in keys if event["attributes"].get(k)]
-    return "\n".join(parts)
-
-
-def _tokens(attributes: dict[str, AttrValue], keys: tuple[str, ...]) -> int | None:
-    for key in keys:
-        value = attributes.get(key)
-        if value is not None:
-            return _int_or_none(value)
-    return None
-
-
-# Columns only the capture proxy states; OTLP spans from SDKs get these defaults.
-PROXY_COLUMNS = ("retry_of", "fallback_of", "gateway_cache", "api_key_fingerprint")
-_NOT_FROM_PROXY = dict.fromkeys(PROXY_COLUMNS, "") | {"attempt": 0}
+# v1.26–1.27 events: event name → (attribute, input or output).
+TEXT_EVENTS = {
+    "gen_ai.content.prompt": ("gen_ai.prompt", "input"),
+    "gen_ai.content.completion": ("gen_ai.completion", "output"),
+}
+# v1.28–1.36 message events → the role of the message they carry.
+MESSAGE_EVENTS = {
+    "gen_ai.system.message": "system",
+    "gen_ai.user.message": "user",
+    "gen_ai.assistant.message": "assistant",
+    "gen_ai.tool.message": "tool",
+}
+CHOICE_EVENT = "gen_ai.choice"
+EVENT_BODY_KEY = "gen_ai.event.content"  # the body as JSON, where a span event carries it
+TOOL_KEYS = {
+    "tool_name": "gen_ai.tool.name",
+    "tool_call_id": "gen_ai.tool.call.id",
+    "arguments": "gen_ai.tool.call.arguments",
+    "result": "gen_ai.tool.call.result",
+}
+# Columns only the capture proxy states (its spans carry them as tokentrail.*).
+PROXY_COLUMNS = common.PROXY_COLUMNS
 
 
 def operation_of(span: SpanRecord) -> str | None:
@@ -105,6 +86,57 @@ def operation_of(span: SpanRecord) -> str | None:
     return None
 
 
+def _event_body(attributes: dict[str, AttrValue]) -> dict[str, Any]:
+    body = common.parsed_json(attributes.get(EVENT_BODY_KEY))
+    return body if isinstance(body, dict) else attributes
+
+
+def _event_message(role: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A v1.28-era event body as an OTel GenAI message."""
+    content = body.get("content")
+    parts: list[dict[str, Any]] = []
+    if role == "tool":
+        call_id = body.get("id") or body.get("tool_call_id")
+        parts.append({"type": "tool_call_response", "id": text(call_id), "result": content})
+    elif content not in (None, ""):
+        parts.append({"type": "text", "content": content})
+    parts += common.openai_tool_call_parts(body.get("tool_calls"))
+    return {"role": text(body.get("role")) or role, "parts": parts}
+
+
+def _choice_message(body: dict[str, Any]) -> dict[str, Any]:
+    message = common.parsed_json(body.get("message"))
+    message = _event_message("assistant", message if isinstance(message, dict) else {})
+    message["finish_reason"] = text(body.get("finish_reason"))
+    return message
+
+
+def _event_content(events: list[EventRecord]) -> tuple[list[str], list[str]]:
+    """Content carried by span events: (input parts, output parts)."""
+    inputs: list[str] = []
+    outputs: list[str] = []
+    asked: list[dict[str, Any]] = []
+    answered: list[dict[str, Any]] = []
+    for event in events:
+        name, attributes = event["name"], event["attributes"]
+        if name == CONTENT_EVENT:
+            inputs += [text(attributes[k]) for k in INPUT_CONTENT_KEYS if attributes.get(k)]
+            outputs += [text(attributes[k]) for k in OUTPUT_CONTENT_KEYS if attributes.get(k)]
+        elif name in MESSAGE_EVENTS:
+            asked.append(_event_message(MESSAGE_EVENTS[name], _event_body(attributes)))
+        elif name == CHOICE_EVENT:
+            answered.append(_choice_message(_event_body(attributes)))
+        elif name in TEXT_EVENTS:
+            key, side = TEXT_EVENTS[name]
+            if attributes.get(key):
+                (inputs if side == "input" else outputs).append(text(attributes[key]))
+    if asked:
+        inputs.append(common.messages_json(asked))
+    if answered:
+        outputs.append(common.messages_json(answered))
+    return inputs, outputs
+
+
 def model_call_facts(span: SpanRecord) -> dict[str, Any] | None:
     """The llm_calls columns this span states, or None if it is no model call."""
     operation = operation_of(span)
@@ -112,62 +144,49 @@ def model_call_facts(span: SpanRecord) -> dict[str, Any] | None:
         return None
     a = span["attributes"]
     finish = a.get("gen_ai.response.finish_reasons")
-    error_type = _text(a.get("error.type"))
+    error_type = common.error_type(span)
     ttft = a.get("gen_ai.response.time_to_first_chunk")
+    inputs = [text(a[key]) for key in INPUT_CONTENT_KEYS if a.get(key)]
+    outputs = [text(a[key]) for key in OUTPUT_CONTENT_KEYS if a.get(key)]
+    if span["events"]:
+        from_events = _event_content(span["events"])
+        inputs += from_events[0]
+        outputs += from_events[1]
     facts: dict[str, Any] = {
         "operation": MODEL_OPERATIONS[operation],
-        "provider": provider_id_from_otel(
-            _text(_first(a, ("gen_ai.provider.name", "gen_ai.system")))
-        ),
-        "request_model": _text(a.get("gen_ai.request.model")),
-        "response_model": _text(a.get("gen_ai.response.model")),
-        "server_address": _text(a.get("server.address")),
-        "http_status": _int_or_none(a.get("http.response.status_code")) or 0,
+        "provider": provider_id_from_otel(text(first(a, PROVIDER_KEYS))),
+        "request_model": text(a.get("gen_ai.request.model")),
+        "response_model": text(a.get("gen_ai.response.model")),
+        "server_address": text(a.get("server.address")),
+        "http_status": int_or_none(a.get("http.response.status_code")) or 0,
         "status": "error" if span["status"] == "error" or error_type else "ok",
         "error_type": error_type,
-        "is_stream": bool(a.get("gen_ai.request.stream", False)),
+        "is_stream": common.flag(a.get("gen_ai.request.stream", False)),
         "ttft_ms": float(ttft) * 1000 if isinstance(ttft, int | float) else None,
-        "finish_reason": ",".join(finish) if isinstance(finish, list) else _text(finish),
-        "provider_request_id": _text(a.get("gen_ai.response.id")),
-        "input_content": _content(span, INPUT_CONTENT_KEYS),
-        "output_content": _content(span, OUTPUT_CONTENT_KEYS),
+        "finish_reason": ",".join(map(text, finish)) if isinstance(finish, list) else text(finish),
+        "provider_request_id": text(a.get("gen_ai.response.id")),
+        "input_content": "\n".join(inputs),
+        "output_content": "\n".join(outputs),
     }
     for column, keys in TOKEN_KEYS.items():
-        facts[column] = _tokens(a, keys)
+        facts[column] = common.tokens(a, keys)
     # What the capture proxy adds beside the convention (see proxy_addon/export.py).
     if a.get("tokentrail.source") == "proxy":
         facts["source"] = "proxy"
-        facts["attempt"] = _int_or_none(a.get("tokentrail.attempt")) or 0
+        facts["attempt"] = int_or_none(a.get("tokentrail.attempt")) or 0
         for column in PROXY_COLUMNS:
-            facts[column] = _text(a.get(f"tokentrail.{column}"))
+            facts[column] = text(a.get(f"tokentrail.{column}"))
     else:
-        facts.update(_NOT_FROM_PROXY)
+        facts.update(common.NOT_FROM_PROXY)
     if facts["operation"] == "embeddings" and facts["input_tokens"] is not None:
         facts["output_tokens"] = facts["output_tokens"] or 0
     return facts
 
 
 def requested_tool_calls(output_content: str) -> list[dict[str, str]]:
-    """Tool calls a model asked for, from ``gen_ai.output.messages`` JSON."""
-    if "tool_call" not in output_content:
-        return []
-    found = []
-    for chunk in output_content.split("\n"):
-        try:
-            messages = orjson.loads(chunk)
-        except orjson.JSONDecodeError:
-            continue
-        for message in messages if isinstance(messages, list) else []:
-            for part in message.get("parts", []) if isinstance(message, dict) else []:
-                if isinstance(part, dict) and part.get("type") == "tool_call":
-                    found.append(
-                        {
-                            "tool_call_id": _text(part.get("id")),
-                            "tool_name": _text(part.get("name")),
-                            "arguments": _text(part.get("arguments")),
-                        }
-                    )
-    return found
+    """Tool calls a model asked for: ``tool_call`` parts of the output messages
+    (also those rebuilt from ``gen_ai.choice`` events)."""
+    return common.requested_tool_calls(output_content)
 
 
 def executed_tool_facts(span: SpanRecord) -> dict[str, Any] | None:
@@ -175,25 +194,21 @@ def executed_tool_facts(span: SpanRecord) -> dict[str, Any] | None:
     if operation_of(span) != TOOL_OPERATION:
         return None
     a = span["attributes"]
-    name = _text(a.get("gen_ai.tool.name")) or span["name"].removeprefix("execute_tool ").strip()
-    return {
-        "tool_name": name,
-        "tool_call_id": _text(a.get("gen_ai.tool.call.id")),
-        "arguments": _text(a.get("gen_ai.tool.call.arguments")),
-        "result": _text(a.get("gen_ai.tool.call.result")),
-        "status": "error" if span["status"] == "error" or a.get("error.type") else "ok",
-    }
+    facts = {column: text(a.get(key)) for column, key in TOOL_KEYS.items()}
+    facts["tool_name"] = facts["tool_name"] or span["name"].removeprefix("execute_tool").strip()
+    facts["status"] = "error" if span["status"] == "error" or a.get("error.type") else "ok"
+    return facts
 
 
-# Attributes whose values are prompt/response content: redacted before any
-# table stores them, including the raw ``spans`` table.
+# Attributes whose values are prompt/response content (or may hold secrets):
+# redacted before any table stores them, including the raw ``spans`` table and
+# span events, and left out of llm_calls.attributes (content has its columns).
 CONTENT_ATTRIBUTE_KEYS = frozenset(
     INPUT_CONTENT_KEYS
     + OUTPUT_CONTENT_KEYS
-    + (
-        "gen_ai.tool.call.arguments",
-        "gen_ai.tool.call.result",
-        "gen_ai.prompt",
-        "gen_ai.completion",
-    )
+    + ("gen_ai.tool.call.arguments", "gen_ai.tool.call.result", EVENT_BODY_KEY)
+    # Flattened bodies of the v1.28 message events.
+    + ("content", "message", "tool_calls")
 )
+# Flattened content: prefix → regex the rest of the key must match (none in this dialect).
+CONTENT_ATTRIBUTE_PREFIXES: dict[str, str] = {}
