@@ -26,11 +26,16 @@ class Reports:
     cached_tokens: bool  # prompt_tokens_details.cached_tokens
     stream_flag: bool  # that the request streamed
     stream_ttft: bool  # when the first chunk came
+    content_on_span: bool = True  # prompts/tool calls as span attributes (not OTel log events)
 
 
 REPORTS = {
-    # opentelemetry-instrumentation-openai-v2 2.4b0 sets only input/output tokens.
-    "openai-v2": Reports(cached_tokens=False, stream_flag=False, stream_ttft=False),
+    # opentelemetry-instrumentation-openai-v2 2.3b0 (the release that runs with
+    # the util-genai on PyPI) sets only input/output tokens and sends content as
+    # OTel log events, which Tokentrail does not receive yet.
+    "openai-v2": Reports(
+        cached_tokens=False, stream_flag=False, stream_ttft=False, content_on_span=False
+    ),
     "openinference": Reports(cached_tokens=True, stream_flag=True, stream_ttft=True),
     "openllmetry": Reports(cached_tokens=True, stream_flag=True, stream_ttft=True),
 }
@@ -98,7 +103,8 @@ def test_one_exact_row_per_call(
     check_call(row, seen["chat"], reports)
     assert row["is_stream"] is False and row["finish_reason"] == "stop"
     assert (row["team"], row["app"]) == ("support", service)
-    assert "Summarize the ticket" in row["input_content"]
+    if reports.content_on_span:
+        assert "Summarize the ticket" in row["input_content"]
     if reports.cached_tokens:  # cached tokens were priced as cached
         uncached = expected_cost(seen["chat"]["model"], seen["chat"]["usage"], cached=False)
         assert Decimal(str(row["cost_usd"])) < uncached
@@ -111,7 +117,9 @@ def test_one_exact_row_per_call(
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("instrumentation", list(REPORTS))
+# Tool calls come from the model's output on the span; openai-v2 2.3b0 sends
+# that output only as log events.
+@pytest.mark.parametrize("instrumentation", [n for n, r in REPORTS.items() if r.content_on_span])
 def test_agent_loop_rows_and_tool_links(
     instrumentation: str, collector: CollectorProcess, simulator: RunningSimulator
 ) -> None:
