@@ -34,13 +34,23 @@ def test_every_command_has_help(command: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "command",
-    [["jobs", "run"], ["audit", "verify", "x.jsonl"]],
-    ids=" ".join,
+    ("command", "sentence"),
+    [
+        (["jobs", "run", "--url", "http://127.0.0.1:9"], "no API key"),
+        (["audit", "verify", "nowhere.jsonl"], "cannot read the manifest"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else "",
 )
-def test_unbuilt_commands_exit_nonzero_with_a_sentence(command: list[str]) -> None:
-    result = CliRunner().invoke(app, command)
-    assert result.exit_code == 2 and "not built yet" in result.output
+def test_commands_without_what_they_need_fail_with_a_sentence(
+    command: list[str], sentence: str, tmp_path
+) -> None:
+    result = CliRunner().invoke(
+        app,
+        [*command, "--data-dir", str(tmp_path)]
+        if command[0] == "jobs"
+        else [*command[:2], str(tmp_path / command[2])],
+    )
+    assert result.exit_code == 1 and sentence in result.output
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
