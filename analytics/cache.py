@@ -108,11 +108,12 @@ FINGERPRINT_SQL = """
 INSERT INTO prompt_fingerprints (hour, team, app, route, context_id, text_id, text, lsh_keys,
     calls, ok_calls, cost_usd, first_ts, first_cost_usd, last_ts, computed_at)
 SELECT hour, team, app, route, context_id, text_id, text,
-    arrayFilter(k -> k != 0, [pairs.1, pairs.2, words.1, words.2]),
+    arrayFilter(k -> k != 0, [
+        if(length(grams) >= 2, cityHash64(arraySlice(grams, 1, 2)), 0),
+        if(length(grams) >= 2, cityHash64(arraySlice(grams, -2, 2)), 0)]),
     calls, ok_calls, cost_usd, first_ts, first_cost_usd, last_ts, {{now:DateTime64(3)}}
 FROM (
-    SELECT *, wordShingleMinHashUTF8(text, 2, 2) AS pairs,
-        wordShingleMinHashUTF8(text, 1, 3) AS words
+    SELECT *, arraySort(arrayDistinct(arrayMap(g -> cityHash64(g), ngrams(text, 3)))) AS grams
     FROM (
         SELECT hour, any(team) AS team, any(app) AS app, any(route) AS route, context_id,
             text_id, any(norm) AS text, count() AS calls, countIf(ok) AS ok_calls,

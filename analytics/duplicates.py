@@ -2,15 +2,16 @@
 semantic cache would have saved.
 
 Input is ``prompt_fingerprints`` over the last N days (one row per distinct
-normalized prompt text, scope and conversation context). Two texts are near
-duplicates when they are in the same team, app, route and conversation
-context and their similarity — Sørensen–Dice over character 3-grams, 1.0 for
-identical texts — is at least the chosen threshold (default 0.8). Candidate
-pairs come from ClickHouse's ``ngramMinHashUTF8`` (locality-sensitive: similar
-texts share a MinHash with high probability), so the report never compares
-all pairs. Groups are the connected pairs; a text repeated exactly is a
-group too. A semantic cache would have answered every call of a group after
-its first one: savings = the group's cost minus the cost of its first call.
+normalized prompt text, scope and conversation context; see analytics.cache).
+Two texts are near duplicates when they are in the same team, app, route and
+conversation context and their similarity — Sørensen–Dice over character
+3-grams, 1.0 for identical texts — is at least the chosen threshold (default
+0.8). Candidate pairs come from MinHash sketches computed in ClickHouse (the
+two smallest and the two largest hashes of a text's 3-grams: similar texts
+share one with high probability), so the report never compares all pairs.
+Groups are the connected pairs; a text repeated exactly is a group too. A
+semantic cache would have answered every call of a group after its first
+one: savings = the group's cost minus the cost of its first call.
 """
 
 from __future__ import annotations

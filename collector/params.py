@@ -20,7 +20,11 @@ def parse_time(value: str | None, name: str, default: datetime) -> datetime:
             400,
             f"{name}={value!r} is not a time: use ISO 8601 (2026-11-23T10:00:00Z) or unix seconds",
         ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    if not 1900 <= parsed.year <= 2299:
+        # The range ClickHouse's DateTime64 holds; outside it a query would fail.
+        raise HTTPException(400, f"{name}={value!r} is outside the years 1900 to 2299")
+    return parsed
 
 
 def time_window(

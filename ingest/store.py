@@ -68,12 +68,20 @@ def _param_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        # Not strftime: its %Y drops leading zeros for years below 1000.
+        return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, list | tuple):
         return _literal(value)
+    if isinstance(value, str):
+        return value.translate(_ESCAPED)
     return str(value)
+
+
+# A scalar parameter is read in ClickHouse's "Escaped" text format, where a
+# raw newline or tab would end the value early.
+_ESCAPED = str.maketrans({"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"})
 
 
 class ChdbStore:
@@ -91,6 +99,8 @@ class ChdbStore:
         self._conn = chdb.connect(str(path))
         self._run(f"CREATE DATABASE IF NOT EXISTS {database}", None, "CSV")
         self._run(f"USE {database}", None, "CSV")
+        # Times are stored and bound as UTC whatever the machine's zone is.
+        self._run("SET session_timezone = 'UTC'", None, "CSV")
 
     def _run(self, sql: str, params: Params, fmt: str) -> Any:
         text_params = {k: _param_text(v) for k, v in params.items()} if params else None
@@ -150,7 +160,10 @@ class ServerStore:
         admin.close()
         # Many collector threads share this client, so no session id.
         self._client = clickhouse_connect.get_client(
-            **connect, database=self.database, autogenerate_session_id=False
+            **connect,
+            database=self.database,
+            autogenerate_session_id=False,
+            settings={"session_timezone": "UTC"},  # times are bound as UTC
         )
 
     def command(self, sql: str, params: Params = None) -> None:

@@ -219,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--team", default="")
     args = parser.parse_args(argv)
 
-    # Content capture on, as a user who wants prompts in Tokentrail sets it.
+    # Content capture on, as a user who wants prompts in Tokentrail sets it
+    # (util-genai's tool spans read these; openai-v2 2.3b0 stays on its
+    # gen_ai.system-era conventions whatever they say).
     os.environ.setdefault("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_ONLY")
     os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
 

@@ -7,11 +7,14 @@ TOKENTRAIL_TEST_CLICKHOUSE_URL is set (each test in a database of its own).
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +27,14 @@ from analytics.config import AnalyticsConfig, Budget
 from analytics.cost import cost_hourly
 from analytics.failover import failover_windows
 from analytics.runner import JobRunner
+from analytics.spend import rollup_spend_query
 from analytics.tables import TABLES
+from collector.routers.finance import spend_query
 from ingest.migrate import migrate
 from ingest.pricing import PriceBook
 from ingest.rows import LLM_CALLS_SCHEMA, rows_table
 from ingest.store import ChdbStore, ServerStore, Store, query_polars, query_rows
+from tests.conftest import free_port
 
 SERVER_URL = os.environ.get("TOKENTRAIL_TEST_CLICKHOUSE_URL", "")
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -241,3 +247,146 @@ def test_clickhouse_sums_agree_with_the_pure_functions(store: Store) -> None:
     assert rows(stored_failover.select(expected_failover.columns), keys) == rows(
         expected_failover, keys
     )
+
+
+def test_spend_from_the_rollup_equals_spend_from_raw_calls(store: Store) -> None:
+    insert_calls(store, mixed_calls(), ingested_at=NOW - timedelta(hours=2))
+    run_ok(runner(store), "cost")
+    # Late calls the cost job has not seen yet: their hours must come from llm_calls.
+    insert_calls(
+        store,
+        [
+            {"ts": HOUR + timedelta(minutes=10), "cost_usd": Decimal("0.123456789012")},
+            {"ts": HOUR + timedelta(hours=1, minutes=5), "team": "search", "user_id": "late"},
+        ],
+    )
+    start = HOUR - timedelta(minutes=20)  # a partial hour at each end
+    end = NOW + timedelta(minutes=1)
+    cases = [
+        ([], None),
+        (["team"], None),
+        (["team", "model", "user"], "hour"),
+        (["project"], "day"),
+    ]
+    for group_by, granularity in cases:
+        base = {"start": start, "end": end, "team": "", "project": ""}
+        rollup_params = dict(base)
+        sql = rollup_spend_query(store, group_by, granularity, start, end, rollup_params, 0)
+        assert sql is not None and rollup_params["dirty"]  # the late hours
+        raw_params = dict(base)
+        raw = query_rows(store, spend_query(group_by, granularity, raw_params), raw_params)
+        assert query_rows(store, sql, rollup_params) == raw, (group_by, granularity)
+    # Groups the rollup does not have are left to the raw query.
+    assert rollup_spend_query(store, ["status"], None, start, end, {}, 0) is None
+
+
+def messages(*texts: str) -> str:
+    roles = ["system", *(["user", "assistant"] * len(texts))]
+    parts = [
+        {"role": r, "content": t}
+        for r, t in zip(roles, ("You are Acme's helpdesk.", *texts), strict=False)
+    ]
+    return json.dumps(parts)
+
+
+def test_exact_and_near_duplicate_prompts_are_found_and_priced(store: Store) -> None:
+    reset = messages("How do I reset my password?")
+    reset_thanks = messages("How do I reset my password? Thanks!")
+    in_a_conversation = messages("Hi", "Hello! How can I help?", "How do I reset my password?")
+    rows = [
+        {"input_content": reset, "request_hash": "r1", "cost_usd": Decimal("0.010")},
+        {"input_content": reset, "request_hash": "r1", "cost_usd": Decimal("0.011")},
+        {"input_content": reset, "request_hash": "r1", "cost_usd": Decimal("0.012")},
+        {"input_content": reset_thanks, "request_hash": "r2", "cost_usd": Decimal("0.020")},
+        {"input_content": reset_thanks, "request_hash": "r2", "cost_usd": Decimal("0.021")},
+        {"input_content": messages("What is the capital of France?"), "request_hash": "r3"},
+        {"input_content": in_a_conversation, "request_hash": "r4"},
+        {"input_content": reset, "request_hash": "r1", "team": "search"},
+    ]
+    for minute, row in enumerate(rows):
+        row["ts"] = HOUR + timedelta(minutes=minute)
+    insert_calls(store, rows)
+    run_ok(runner(store))
+    cache = query_rows(
+        store, "SELECT team, duplicate_calls, exact_cache_savings_usd FROM cache_hourly"
+    )
+    payments = next(r for r in cache if r["team"] == "payments")
+    assert payments["duplicate_calls"] == 3  # two repeats of r1, one of r2
+    assert payments["exact_cache_savings_usd"] == Decimal("0.011") + Decimal("0.012") + Decimal(
+        "0.021"
+    )
+    groups = query_rows(store, "SELECT * FROM near_duplicates ORDER BY savings_usd DESC")
+    found = {(g["team"], g["example"]): g for g in groups}
+    # The other team asked once: no repeat there. France was asked once.
+    assert set(found) == {("payments", "how do i reset my password")}
+    group = found[("payments", "how do i reset my password")]
+    # The question asked in a conversation has another context: not the same request.
+    assert (group["prompts"], group["calls"]) == (2, 5)
+    assert group["variants"] == ["how do i reset my password thanks"]
+    assert group["savings_usd"] == Decimal("0.011") + Decimal("0.012") + Decimal("0.041")
+    assert group["lowest_similarity"] >= 0.8
+
+
+def test_budget_alerts_are_retried_until_the_webhook_takes_them(store: Store) -> None:
+    insert_calls(store, [{"ts": NOW - timedelta(minutes=5), "cost_usd": Decimal("5")}])
+    port = free_port()
+    jobs = runner(
+        store,
+        budgets=(Budget("team=payments", Decimal(1), team="payments"),),
+        webhook_url=f"http://127.0.0.1:{port}/alerts",
+    )
+    first = run_ok(jobs, "budgets")[0]["details"]
+    assert (first["alerts_raised"], first["alerts_delivered"]) == (4, 0)
+    alerts = query_rows(store, "SELECT * FROM budget_alerts FINAL")
+    assert all(a["delivered_at"] is None and a["attempts"] == 1 for a in alerts)
+    assert all("ConnectError" in a["last_error"] for a in alerts)
+
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        second = run_ok(jobs, "budgets")[0]["details"]
+        assert (second["alerts_raised"], second["alerts_delivered"]) == (0, 4)
+        assert run_ok(jobs, "budgets")[0]["details"]["alerts_delivered"] == 0
+    finally:
+        server.shutdown()
+    assert sorted((m["alert"]["kind"], m["alert"]["threshold_pct"]) for m in received) == [
+        ("forecast", 80),
+        ("forecast", 100),
+        ("spend", 80),
+        ("spend", 100),
+    ]
+    delivered = query_rows(store, "SELECT delivered_at, attempts FROM budget_alerts FINAL")
+    assert all(a["delivered_at"] is not None and a["attempts"] == 2 for a in delivered)
+
+
+def test_routing_keeps_a_new_version_only_when_weights_change(store: Store) -> None:
+    recent = NOW - timedelta(minutes=20)
+    rows = [
+        {"ts": recent, "request_model": m, "response_model": m, "cost_usd": Decimal(c)}
+        for m, c in (("gpt-4o-mini", "0.001"), ("gpt-4o", "0.01"))
+        for _ in range(12)
+    ]
+    insert_calls(store, rows)
+    jobs = runner(store, routing_min_calls=5)
+    run_ok(jobs, "routing")
+    run_ok(jobs, "routing")
+    versions = query_rows(store, "SELECT DISTINCT version FROM routing_weights")
+    assert [v["version"] for v in versions] == [1]
+    failing = {"request_model": "gpt-4o-mini", "response_model": "", "status": "error"}
+    insert_calls(store, [{"ts": recent, **failing, "cost_usd": None}] * 20)
+    run_ok(jobs, "routing")
+    latest = query_rows(
+        store, "SELECT model, weight FROM routing_weights WHERE version = 2 ORDER BY model"
+    )
+    assert latest == [{"model": "gpt-4o", "weight": 1.0}, {"model": "gpt-4o-mini", "weight": 0.0}]

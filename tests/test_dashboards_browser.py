@@ -45,7 +45,7 @@ def demo_data(collector: CollectorProcess, tmp_path_factory: pytest.TempPathFact
     folder = tmp_path_factory.mktemp("demo")
     certfile, keyfile, ca = make_test_certificate(folder / "certs")
     config = SimulatorConfig(
-        seed=3, outages=[Outage("anthropic", 0.0, 7.0)], rate_limit_burst_probability=0.04
+        seed=3, outages=[Outage("anthropic", 0.0, 6.0)], rate_limit_burst_probability=0.04
     )
     proxy_port = free_port()
     proxy_ca = folder / "proxy" / "proxy" / "mitmproxy" / "mitmproxy-ca-cert.pem"
@@ -88,7 +88,7 @@ def demo_data(collector: CollectorProcess, tmp_path_factory: pytest.TempPathFact
                     "--rate",
                     "12",
                     "--duration",
-                    "9",
+                    "7",
                     "--seed",
                     "5",
                 ],

@@ -117,13 +117,16 @@ def test_one_exact_row_per_call(
 
 
 @pytest.mark.timeout(180)
-# Tool calls come from the model's output on the span; openai-v2 2.3b0 sends
-# that output only as log events.
-@pytest.mark.parametrize("instrumentation", [n for n, r in REPORTS.items() if r.content_on_span])
+@pytest.mark.parametrize("instrumentation", list(REPORTS))
 def test_agent_loop_rows_and_tool_links(
     instrumentation: str, collector: CollectorProcess, simulator: RunningSimulator
 ) -> None:
-    """agent span → model call asking for get_weather → tool span → model call."""
+    """agent span → model call asking for get_weather → tool span → model call.
+
+    Requested tool calls come from the model's output on the span; openai-v2
+    2.3b0 sends that output only as log events, so there the executed tool is
+    linked by the tree alone: the sibling call whose finish reason asked for tools."""
+    reports = REPORTS[instrumentation]
     key = collector.create_key("ingest", f"{instrumentation}-agent")
     seen = run_app(
         instrumentation,
@@ -139,8 +142,8 @@ def test_agent_loop_rows_and_tool_links(
             call["usage"]["prompt_tokens"],
             call["usage"]["completion_tokens"],
         )
-    assert asked["tool_call_count"] == 1 and "tool" in asked["finish_reason"]
-    assert answered["tool_call_count"] == 0
+    assert asked["tool_call_count"] == (1 if reports.content_on_span else 0)
+    assert "tool" in asked["finish_reason"] and answered["tool_call_count"] == 0
     # Both model calls hang under the agent's span; the tool is their sibling.
     assert asked["parent_span_id"] == answered["parent_span_id"] != ""
 
@@ -156,9 +159,10 @@ def test_agent_loop_rows_and_tool_links(
         collect(root)
     requested = [t for t in tools if t["status"] == "requested"]
     executed = [t for t in tools if t["status"] != "requested"]
-    assert len(requested) == 1 and len(executed) == 1, tools
-    assert requested[0]["tool_call_id"] == loop["tool_call_id"]
-    assert requested[0]["llm_span_id"] == asked["span_id"]
+    assert len(requested) == int(reports.content_on_span) and len(executed) == 1, tools
+    for request in requested:
+        assert request["tool_call_id"] == loop["tool_call_id"]
+        assert request["llm_span_id"] == asked["span_id"]
     tool = executed[0]
     assert (tool["tool_name"], tool["status"]) == ("get_weather", "ok")
     assert tool["llm_span_id"] == asked["span_id"]  # linked to the call that asked
