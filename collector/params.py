@@ -15,7 +15,7 @@ def parse_time(value: str | None, name: str, default: datetime) -> datetime:
         if value.replace(".", "", 1).isdigit():
             return datetime.fromtimestamp(float(value), UTC)
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, OverflowError):
+    except (ValueError, OverflowError, OSError):
         raise HTTPException(
             400,
             f"{name}={value!r} is not a time: use ISO 8601 (2026-11-23T10:00:00Z) or unix seconds",
