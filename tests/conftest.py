@@ -132,7 +132,15 @@ class CollectorProcess:
 
 def collector_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENTRAIL_")}
-    env.update({"TOKENTRAIL_BATCH_MAX_SECONDS": "0.1", "PYTHONUNBUFFERED": "1", **extra})
+    # gRPC off unless a test asks: every test collector would race for port 4317.
+    env.update(
+        {
+            "TOKENTRAIL_BATCH_MAX_SECONDS": "0.1",
+            "TOKENTRAIL_GRPC_PORT": "0",
+            "PYTHONUNBUFFERED": "1",
+            **extra,
+        }
+    )
     return env
 
 

@@ -116,7 +116,8 @@ def test_trace_list_has_totals_and_filters(collector: CollectorProcess) -> None:
 
     def listed() -> list[dict]:
         rows = collector.get("/api/v1/traces", app="agent-list-app").json()["rows"]
-        return rows if rows and rows[0]["tool_calls"] == 2 and rows[0]["calls"] == 2 else []
+        ready = rows and rows[0]["tool_calls"] == 2 and rows[0]["calls"] == 2
+        return rows if ready and rows[0]["spans"] == 4 else []
 
     (row,) = collector.wait_for(listed)
     assert row["trace_id"] == trace_id and row["calls"] == 2 and row["errors"] == 0
