@@ -95,11 +95,12 @@ def forecast(
     today = now.date()
     _, period_end = month_bounds(now)
     elapsed = (now - datetime(today.year, today.month, today.day, tzinfo=UTC)) / timedelta(days=1)
-    level, slope = trend_line(daily, today, first_day)
     if first_day is None or first_day >= today:
         # No complete day yet: today's rate so far.
         today_spend = float(daily.get(today, Decimal(0)))
         level, slope = (today_spend / elapsed if elapsed > 0.01 else 0.0), 0.0
+    else:
+        level, slope = trend_line(daily, today, first_day)
     days_after = (period_end.date() - today).days - 1
     rest = (1 - elapsed) * max(level, 0.0)
     rest += sum(max(level + slope * x, 0.0) for x in range(1, days_after + 1))

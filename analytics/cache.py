@@ -102,7 +102,7 @@ INNER JOIN (
 TEXT_PARTS_RE = r'"(?:content|text|system|result|arguments)"\s*:\s*"((?:[^"\\]|\\.)*)"'
 JSON_ESCAPES_RE = r"\\(?:u[0-9a-fA-F]{4}|.)"
 # Written by INSERT … SELECT: the text never leaves ClickHouse, and the
-# functions it needs (MinHash, tokens) exist only there. Nested subqueries make
+# functions it needs (extractAll, tokens, ngrams) are there. Nested subqueries make
 # ClickHouse compute each step once per call.
 FINGERPRINT_SQL = """
 INSERT INTO prompt_fingerprints (hour, team, app, route, context_id, text_id, text, lsh_keys,
@@ -113,7 +113,7 @@ SELECT hour, team, app, route, context_id, text_id, text,
         if(length(grams) >= 2, cityHash64(arraySlice(grams, -2, 2)), 0)]),
     calls, ok_calls, cost_usd, first_ts, first_cost_usd, last_ts, {{now:DateTime64(3)}}
 FROM (
-    SELECT *, arraySort(arrayDistinct(arrayMap(g -> cityHash64(g), ngrams(text, 3)))) AS grams
+    SELECT *, arraySort(arrayDistinct(arrayMap(g -> cityHash64(g), ngrams(text, 4)))) AS grams
     FROM (
         SELECT hour, any(team) AS team, any(app) AS app, any(route) AS route, context_id,
             text_id, any(norm) AS text, count() AS calls, countIf(ok) AS ok_calls,
@@ -126,7 +126,7 @@ FROM (
                 SELECT hour, team, app, route, scope, ts, ok, cost,
                     arrayStringConcat(tokens(lowerUTF8(replaceRegexpAll(
                         substringUTF8(if(empty(parts), content, parts[-1]), 1, 600),
-                        {escapes_re}, ' '))), ' ') AS norm,
+                        {{escapes_re:String}}, ' '))), ' ') AS norm,
                     cityHash64(arrayStringConcat(
                         arraySlice(parts, 2, greatest(length(parts) - 2, 0)), ' ')) AS context_id
                 FROM (
@@ -135,7 +135,7 @@ FROM (
                         cityHash64(c.team, c.app, c.route) AS scope, c.ts AS ts,
                         c.status = 'ok' AS ok, ifNull(c.cost_usd, toDecimal128(0, 12)) AS cost,
                         c.input_content AS content,
-                        extractAll(c.input_content, {parts_re}) AS parts
+                        extractAll(c.input_content, {{parts_re:String}}) AS parts
                     FROM llm_calls AS c
                     WHERE {where} AND c.input_content != ''
                 )
@@ -146,14 +146,6 @@ FROM (
     )
 )
 """
-
-
-def sql_literal(constant: str) -> str:
-    """A constant of ours (never user input) as a ClickHouse string literal.
-
-    The regular expressions go into the SQL text, not into parameters: chDB
-    reads parameter values with backslash escapes, which would eat theirs."""
-    return "'" + constant.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def saving_rates(book: PriceBook, models: Iterable[tuple[str, str]]) -> pl.LazyFrame:
@@ -267,7 +259,6 @@ def cache_hourly(calls: pl.LazyFrame, rates: pl.LazyFrame) -> pl.LazyFrame:
             duplicate_rate=_rate("duplicate_calls", pl.col("hashed_calls")),
         )
         .drop("read_saving_usd", "write_saving_usd")
-        .sort(KEYS)
     )
 
 
@@ -276,12 +267,9 @@ def _write_fingerprints(ctx: JobContext, chunk: WindowSet, oldest: int) -> int:
     if not recent:
         return 0
     part = WindowSet(recent, HOUR)
-    sql = FINGERPRINT_SQL.format(
-        where=part.where("c.ts"),
-        parts_re=sql_literal(TEXT_PARTS_RE),
-        escapes_re=sql_literal(JSON_ESCAPES_RE),
-    )
-    ctx.store.command(sql, {**part.params(), "now": ctx.now})
+    params = {**part.params(), "now": ctx.now}
+    params |= {"parts_re": TEXT_PARTS_RE, "escapes_re": JSON_ESCAPES_RE}
+    ctx.store.command(FINGERPRINT_SQL.format(where=part.where("c.ts")), params)
     return len(recent)
 
 

@@ -30,6 +30,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from ingest.pricing import provider_id_from_otel
+
 OBJECTIVES = ("cost", "latency", "balanced")
 BUDGET_SCOPE = {
     "team": "team",
@@ -181,11 +183,12 @@ def load_budgets(path: Path) -> tuple[Budget, ...]:
 
 
 def parse_candidate(text: str) -> tuple[str, str]:
-    """ "provider/model" → (provider, model); the model may contain slashes."""
+    """ "provider/model" → (provider, model); the model may contain slashes. The
+    provider is kept as llm_calls has it, genai-prices' id (gemini → google)."""
     provider, _, model = text.strip().partition("/")
     if not provider or not model:
         raise ValueError(f"candidate {text!r} must be written provider/model, e.g. openai/gpt-4o")
-    return provider.strip().lower(), model.strip()
+    return provider_id_from_otel(provider), model.strip()
 
 
 def load_routes(path: Path) -> tuple[RouteSpec, ...]:

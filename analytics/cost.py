@@ -81,7 +81,7 @@ def call_groups(calls: pl.LazyFrame) -> pl.LazyFrame:
 
 def cost_hourly(calls: pl.LazyFrame) -> pl.LazyFrame:
     """Per hour and attribution: calls, tokens, cost_usd and cost per 1K calls."""
-    grouped = (
+    return (
         call_groups(calls)
         .group_by(KEYS)
         .agg(*(count(pl.col(c)).sum().alias(c) for c in COUNTS), usd("cost_usd").sum())
@@ -89,7 +89,6 @@ def cost_hourly(calls: pl.LazyFrame) -> pl.LazyFrame:
             cost_per_1k_calls=pl.col("cost_usd").cast(pl.Float64) * 1000 / pl.col("calls"),
         )
     )
-    return grouped.sort(KEYS)
 
 
 def run(ctx: JobContext) -> JobOutcome:

@@ -7,8 +7,10 @@ Two texts are near duplicates when they are in the same team, app, route and
 conversation context and their similarity — Sørensen–Dice over character
 3-grams, 1.0 for identical texts — is at least the chosen threshold (default
 0.8). Candidate pairs come from MinHash sketches computed in ClickHouse (the
-two smallest and the two largest hashes of a text's 3-grams: similar texts
-share one with high probability), so the report never compares all pairs.
+two smallest and the two largest hashes of a text's 4-grams: similar texts
+share one with high probability), so the report never compares all pairs;
+the smallest buckets of texts sharing a sketch are compared first, within a
+budget of pairs.
 Groups are the connected pairs; a text repeated exactly is a group too. A
 semantic cache would have answered every call of a group after its first
 one: savings = the group's cost minus the cost of its first call.
@@ -31,7 +33,8 @@ from ingest.store import Store, query_rows
 NAME = "duplicates"
 SCOPE = ("team", "app", "route", "context_id")
 MAX_PROMPTS = 50_000  # distinct texts the report reads (most called first)
-MAX_PER_KEY = 200  # texts compared within one shared MinHash (most called first)
+MAX_PER_KEY = 50  # texts compared within one shared sketch (most called first)
+MAX_PAIRS = 300_000  # pairs compared per run, the smallest buckets first
 MAX_GROUPS = 500
 VARIANTS = 3
 
@@ -91,18 +94,25 @@ def similarity(a: str, b: str) -> float:
 
 
 def candidate_pairs(prompts: pl.DataFrame) -> list[tuple[int, int]]:
-    """Row-index pairs worth comparing: same scope and a shared MinHash (or,
-    for a frame without ``lsh_keys``, every pair in a scope)."""
+    """Row-index pairs worth comparing: same scope and a shared sketch (or, for
+    a frame without ``lsh_keys``, every pair in a scope). Small buckets first:
+    a sketch shared by few texts says more than one shared by many."""
     indexed = prompts.with_row_index("row").sort("calls", descending=True)
     if "lsh_keys" in prompts.columns:
         keyed = indexed.explode("lsh_keys").rename({"lsh_keys": "key"})
     else:
         keyed = indexed.with_columns(key=pl.lit(0, pl.UInt64))
-    buckets = keyed.group_by(*SCOPE, "key").agg(pl.col("row").unique(maintain_order=True))
+    buckets = (
+        keyed.group_by(*SCOPE, "key")
+        .agg(pl.col("row").unique(maintain_order=True))
+        .filter(pl.col("row").list.len() > 1)
+        .sort(pl.col("row").list.len())
+    )
     pairs: set[tuple[int, int]] = set()
     for rows in buckets["row"].to_list():
-        top = rows[:MAX_PER_KEY]
-        pairs.update((min(a, b), max(a, b)) for a, b in combinations(top, 2))
+        pairs.update((min(a, b), max(a, b)) for a, b in combinations(rows[:MAX_PER_KEY], 2))
+        if len(pairs) >= MAX_PAIRS:
+            break
     return sorted(pairs)
 
 

@@ -1,15 +1,9 @@
 """Failover job: errors by class, retries, fallback chains and outages, per 5 minutes,
 provider and model (the model requested).
 
-A *chain* starts at a failed call and follows it to the next attempt at the
-same request within ``fallback_window_s``: the next call with the same
-``retry_of``/``fallback_of`` chain, or in the same trace (with the same
-prompt, when both carry one), or from the same caller — provider key
-fingerprint, user and app — with the same prompt. A failed call has at most
-one next attempt (the earliest). A step to the same provider and model is a
-retry; to another one, a fallback. A chain has recovered when its last call
-succeeded. Chains count in the window of their first call; retries in the
-window of the retry.
+Chains — which call is the next attempt at a failed request — are found by
+``analytics.chains``; they count in the window of their first call, retries
+in the window of the retry.
 
 An *outage* is a run of at least ``outage_min_windows`` consecutive windows
 whose error rate is over ``outage_error_rate`` with at least
@@ -23,6 +17,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
+from analytics.chains import KEYS, WINDOW, chain_links, chains, retries
 from analytics.context import JobContext, JobOutcome
 from analytics.frames import (
     REQUESTED_MODEL_SQL,
@@ -42,8 +37,6 @@ from analytics.store_io import (
 from analytics.tables import FAILOVER_5M, FALLBACK_PATHS_5M, OUTAGES, USD_POLARS, to_arrow
 
 NAME = "failover"
-WINDOW = "5m"
-KEYS = ("window_start", "provider", "model")
 
 SUMS_SQL = f"""
 SELECT toDateTime64(toStartOfFiveMinutes(c.ts), 0, 'UTC') AS window_start,
@@ -61,9 +54,9 @@ GROUP BY window_start, kind, http_status
 """
 
 # Every call that can be part of a chain: failures, explicit retries and
-# fallbacks, calls in a trace with a failure, and calls from a caller that had
-# a failure in the same or the previous five minutes. The prompt is hashed
-# only for the calls selected.
+# fallbacks, calls in a trace with a failure, and calls from a caller in the
+# minutes during and after one of its failures (as far as reach seconds). The
+# prompt is hashed only for the calls selected.
 CHAIN_SQL = f"""
 SELECT c.ts AS ts, c.span_id AS span_id, c.trace_id AS trace_id, c.provider AS provider,
     {REQUESTED_MODEL_SQL} AS model, c.status AS status, c.attempt AS attempt,
@@ -75,10 +68,10 @@ WHERE {{where}} AND (
     c.status = 'error' OR c.attempt > 0 OR c.retry_of != '' OR c.fallback_of != ''
     OR (c.trace_id != '' AND c.trace_id IN (
         SELECT trace_id FROM llm_calls WHERE {{inner}} AND status = 'error' AND trace_id != ''))
-    OR ((c.api_key_fingerprint, c.user_id, c.app,
-         toStartOfFiveMinutes(c.ts)) IN (
-        SELECT api_key_fingerprint, user_id, app, arrayJoin([toStartOfFiveMinutes(ts),
-            toStartOfFiveMinutes(ts + toIntervalSecond({{{{reach:UInt32}}}}))])
+    OR ((c.api_key_fingerprint, c.user_id, c.app, toStartOfMinute(c.ts)) IN (
+        SELECT api_key_fingerprint, user_id, app,
+            arrayJoin(arrayMap(m -> toStartOfMinute(ts) + toIntervalMinute(m),
+                               range(toUInt32(intDiv({{{{reach:UInt32}}}}, 60) + 2))))
         FROM llm_calls WHERE {{inner}} AND status = 'error' AND input_content != ''))
 )
 """
@@ -93,178 +86,6 @@ def window_sums(calls: pl.LazyFrame) -> pl.LazyFrame:
         window_start=pl.col("ts").dt.truncate(WINDOW),
         model=requested_model(),
         calls=pl.lit(1, pl.UInt64),
-    )
-
-
-def chain_links(calls: pl.LazyFrame, window_s: float) -> pl.DataFrame:
-    """Each call that is the next attempt after a failed call: its span_id and
-    the failed call's (``prev_span``), with both calls' facts."""
-    calls = with_defaults(
-        calls,
-        {
-            "retry_of": pl.lit(""),
-            "fallback_of": pl.lit(""),
-            "attempt": pl.lit(0),
-            "trace_id": pl.lit(""),
-            "api_key_fingerprint": pl.lit(""),
-            "user_id": pl.lit(""),
-            "app": pl.lit(""),
-            "prompt_id": pl.lit(0, pl.UInt64),
-        },
-    )
-    if "model" not in calls.collect_schema().names():
-        calls = with_defaults(calls, {"response_model": pl.lit("")}).with_columns(
-            model=requested_model()
-        )
-    frame = (
-        calls.with_columns(
-            chain_key=pl.when(pl.col("retry_of") != "")
-            .then(pl.col("retry_of"))
-            .when(pl.col("fallback_of") != "")
-            .then(pl.col("fallback_of"))
-            .otherwise(pl.col("span_id")),
-            trace_key=pl.when(pl.col("trace_id") != "").then(pl.col("trace_id")),
-            caller_key=pl.when(pl.col("prompt_id") != 0).then(
-                pl.concat_str(
-                    "api_key_fingerprint",
-                    "user_id",
-                    "app",
-                    pl.col("prompt_id").cast(pl.String),
-                    separator="\x1f",
-                )
-            ),
-        )
-        .select(
-            "ts",
-            "span_id",
-            "provider",
-            "model",
-            "status",
-            "prompt_id",
-            "chain_key",
-            "trace_key",
-            "caller_key",
-        )
-        .sort("ts")
-        .collect()
-    )
-    failed = frame.filter(pl.col("status") == "error")
-    tolerance = timedelta(seconds=window_s)
-    found = []
-    for key in ("chain_key", "trace_key", "caller_key"):
-        left = frame.filter(pl.col(key).is_not_null())
-        right = failed.filter(pl.col(key).is_not_null()).select(
-            key,
-            prev_ts=pl.col("ts"),
-            ts=pl.col("ts"),
-            prev_span=pl.col("span_id"),
-            prev_prompt=pl.col("prompt_id"),
-        )
-        joined = left.join_asof(
-            right,
-            on="ts",
-            by=key,
-            strategy="backward",
-            tolerance=tolerance,
-            allow_exact_matches=False,
-            check_sortedness=False,
-        ).filter(pl.col("prev_span").is_not_null() & (pl.col("prev_span") != pl.col("span_id")))
-        if key == "trace_key":  # same trace is not enough when both prompts are known to differ
-            joined = joined.filter(
-                (pl.col("prompt_id") == 0)
-                | (pl.col("prev_prompt") == 0)
-                | (pl.col("prompt_id") == pl.col("prev_prompt"))
-            )
-        found.append(joined.select("span_id", "prev_span", "prev_ts"))
-    links = (
-        pl.concat(found)
-        .sort("prev_ts", descending=True)
-        .unique("span_id", keep="first")  # the latest failed call before it
-        .join(frame.select("span_id", "ts"), on="span_id")
-        .sort("ts")
-        .unique("prev_span", keep="first")  # a failed call's earliest next attempt
-    )
-    facts = frame.select("span_id", "ts", "provider", "model", "status")
-    prev = facts.rename({c: f"prev_{c}" for c in facts.columns if c != "span_id"}).rename(
-        {"span_id": "prev_span"}
-    )
-    return links.drop("prev_ts", "ts").join(facts, on="span_id").join(prev, on="prev_span")
-
-
-def chains(links: pl.DataFrame) -> pl.DataFrame:
-    """One row per chain (from ``chain_links``): its first call's time, provider
-    and model, its last call's, how many calls, whether it fell back and
-    whether it recovered."""
-    follower = dict(zip(links["prev_span"].to_list(), links["span_id"].to_list(), strict=True))
-    facts = {
-        row["span_id"]: row
-        for row in links.select("span_id", "ts", "provider", "model", "status").iter_rows(
-            named=True
-        )
-    }
-    for row in links.select(
-        "prev_span", "prev_ts", "prev_provider", "prev_model", "prev_status"
-    ).iter_rows():
-        facts.setdefault(
-            row[0], dict(zip(("span_id", "ts", "provider", "model", "status"), row, strict=True))
-        )
-    followers = set(follower.values())
-    rows = []
-    for root in follower:
-        if root in followers:
-            continue
-        path = [root]
-        while path[-1] in follower and len(path) < 1000:
-            path.append(follower[path[-1]])
-        first, last = facts[root], facts[path[-1]]
-        fell_back = any(
-            (facts[a]["provider"], facts[a]["model"]) != (facts[b]["provider"], facts[b]["model"])
-            for a, b in zip(path, path[1:], strict=False)
-        )
-        rows.append(
-            {
-                "ts": first["ts"],
-                "provider": first["provider"],
-                "model": first["model"],
-                "to_provider": last["provider"],
-                "to_model": last["model"],
-                "calls": len(path),
-                "fallback": fell_back,
-                "recovered": last["status"] == "ok",
-            }
-        )
-    schema = {
-        "ts": pl.Datetime("us", "UTC"),
-        "provider": pl.String,
-        "model": pl.String,
-        "to_provider": pl.String,
-        "to_model": pl.String,
-        "calls": pl.UInt64,
-        "fallback": pl.Boolean,
-        "recovered": pl.Boolean,
-    }
-    return pl.DataFrame(rows, schema=schema)
-
-
-def retries(calls: pl.LazyFrame, links: pl.DataFrame) -> pl.DataFrame:
-    """Retries per window, provider and model: calls the proxy or an SDK marked
-    as a retry (attempt > 0, retry_of) and next attempts at the same model."""
-    calls = with_defaults(calls, {"retry_of": pl.lit(""), "attempt": pl.lit(0)})
-    if "model" not in calls.collect_schema().names():
-        calls = with_defaults(calls, {"response_model": pl.lit("")}).with_columns(
-            model=requested_model()
-        )
-    explicit = calls.filter((pl.col("attempt") > 0) | (pl.col("retry_of") != "")).select(
-        "span_id", "ts", "provider", "model"
-    )
-    detected = links.filter(
-        (pl.col("provider") == pl.col("prev_provider")) & (pl.col("model") == pl.col("prev_model"))
-    ).select("span_id", "ts", "provider", "model")
-    both = pl.concat([explicit.collect(), detected]).unique("span_id")
-    return (
-        both.with_columns(window_start=pl.col("ts").dt.truncate(WINDOW))
-        .group_by(KEYS)
-        .agg(retries=pl.len().cast(pl.UInt64))
     )
 
 
@@ -327,7 +148,6 @@ def failover_windows(
             ).cast(pl.Float64),
             failed_cost_usd=pl.col("failed_cost_usd").cast(USD_POLARS),
         )
-        .sort(KEYS)
     )
     paths = (
         found.filter(pl.col("fallback"))
@@ -338,7 +158,6 @@ def failover_windows(
             calls=pl.col("calls").sum().cast(pl.UInt64),
         )
         .rename({"provider": "from_provider", "model": "from_model"})
-        .sort("window_start", "from_provider", "from_model", "to_provider", "to_model")
     )
     return windows, paths.lazy()
 

@@ -39,10 +39,6 @@ def requested_model() -> pl.Expr:
     )
 
 
-def has_columns(frame: pl.LazyFrame, *names: str) -> bool:
-    return set(names) <= set(frame.collect_schema().names())
-
-
 def with_defaults(frame: pl.LazyFrame, defaults: dict[str, pl.Expr]) -> pl.LazyFrame:
     """Add the columns a hand-made frame left out."""
     present = set(frame.collect_schema().names())

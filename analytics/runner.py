@@ -1,11 +1,13 @@
-"""Runs the jobs: one at a time, in order, each recorded in ``job_runs``.
+"""Runs the jobs, each recorded in ``job_runs``.
 
-Order matters: budgets read what cost covers, the duplicate report reads the
-prompt fingerprints the cache job writes, routing reads the outages the
-failover job finds. A windowed job (cost, cache, failover) recomputes the
-windows holding calls ingested since its last successful run — minus an
-overlap, so a batch that was being written while that run read is not
-missed; recomputing a window twice is harmless because writes replace windows.
+Order matters within a chain: the duplicate report reads the prompt
+fingerprints the cache job writes, routing reads the outages the failover job
+finds (budgets come after cost only to share its chain).
+
+A windowed job (cost, cache, failover) recomputes the windows holding calls
+ingested since its last successful run — minus an overlap, so a batch that
+was being written while that run read is not missed. Recomputing a window
+twice is harmless: a run writes a window's new version, readers see the newest.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
@@ -35,6 +38,13 @@ log = logging.getLogger("tokentrail.analytics")
 JOBS: dict[str, ModuleType] = {
     module.NAME: module for module in (cost, budgets, cache, duplicates, failover, routing)
 }
+# Each chain's jobs run in order (a job reads the output of the one before);
+# the chains are independent of each other.
+CHAINS = (
+    (cost.NAME, budgets.NAME),
+    (cache.NAME, duplicates.NAME),
+    (failover.NAME, routing.NAME),
+)
 # Jobs that recompute only the windows with new calls; the others write a
 # fresh snapshot each run.
 WINDOWED = frozenset({cost.NAME, cache.NAME, failover.NAME})
@@ -64,11 +74,25 @@ class JobRunner:
     def run(
         self, name: str | None = None, full: bool = False, trigger: str = "api"
     ) -> list[dict[str, Any]]:
-        """Run one job or all of them now; returns one summary per job."""
+        """Run one job or all of them now; returns one summary per job, in JOBS order.
+
+        All jobs run as three chains side by side — each job after the one whose
+        output it reads — so one chain's polars work overlaps another's queries
+        (the store runs one query at a time, on every core)."""
         names = self.names(name)
         with self._lock:
             config, problems = self._reload_config()
-            return [self._run_one(job, config, full, trigger, problems) for job in names]
+            if len(names) == 1:
+                return [self._run_one(names[0], config, full, trigger, problems)]
+            with ThreadPoolExecutor(len(CHAINS), thread_name_prefix="analytics") as pool:
+                done = pool.map(
+                    lambda chain: [
+                        self._run_one(j, config, full, trigger, problems) for j in chain
+                    ],
+                    CHAINS,
+                )
+                by_job = {r["job"]: r for results in done for r in results}
+            return [by_job[job] for job in names]
 
     def _reload_config(self) -> tuple[AnalyticsConfig, list[str]]:
         """Re-read the budgets and routes files; a broken file keeps the last good one."""

@@ -21,7 +21,6 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from analytics.tables import to_arrow
 from ingest.store import Store, query_rows
 
 HOUR = 3600
@@ -132,9 +131,3 @@ def replace_snapshot(store: Store, table: str, rows: pa.Table, computed_at: date
         f"DELETE FROM {table} WHERE computed_at < {{at:DateTime64(3)}}", {"at": computed_at}
     )
     return rows.num_rows
-
-
-def insert_frame(store: Store, table: str, frame: pl.DataFrame, schema: pa.Schema) -> pa.Table:
-    rows = to_arrow(frame, schema)
-    store.insert_arrow(table, rows)
-    return rows

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -363,3 +365,68 @@ def test_budgets_alert_once_through_the_webhook(
     assert len([m for m in webhook.received if m["alert"]["budget"] == "team=payments"]) == 4
     engineer = analytics.create_key("engineer")
     assert analytics.get("/api/v1/budgets", key=engineer).status_code == 403
+
+
+MY_ROUTES = {
+    ("GET", "/api/v1/metrics/cost"): {"finance", "engineer", "admin"},
+    ("GET", "/api/v1/metrics/cache"): {"finance", "engineer", "admin"},
+    ("GET", "/api/v1/metrics/failover"): {"finance", "engineer", "admin"},
+    ("GET", "/api/v1/budgets"): {"finance", "admin"},
+    ("GET", "/api/v1/routing/weights"): {"router", "admin"},
+    ("POST", "/api/v1/jobs/run"): {"admin"},
+    ("GET", "/api/v1/jobs"): {"admin"},
+}
+
+
+def test_every_analytics_route_checks_its_roles(analytics: CollectorProcess) -> None:
+    keys = {
+        role: analytics.create_key(role)
+        for role in ("ingest", "finance", "engineer", "router", "compliance")
+    }
+    keys["admin"] = analytics.admin_key
+    for (method, path), allowed in MY_ROUTES.items():
+        anonymous = httpx.request(method, f"{analytics.url}{path}", json={"name": "routing"})
+        assert anonymous.status_code == 401, path
+        for role, key in keys.items():
+            response = httpx.request(
+                method,
+                f"{analytics.url}{path}",
+                headers=analytics.headers(key),
+                json={"name": "routing"},
+                params={"route": "support-chat"} if "routing" in path else None,
+                timeout=60,
+            )
+            expected = 200 if role in allowed else 403
+            assert response.status_code == expected, (method, path, role, response.text)
+
+
+def test_the_scheduler_runs_the_jobs_and_stops_cleanly(tmp_path: Path) -> None:
+    env = collector_env(TOKENTRAIL_JOBS_INTERVAL_MINUTES="0.01", TOKENTRAIL_GRPC_PORT="0")
+    proc = CollectorProcess(tmp_path / "data", free_port(), env)
+    proc.start()
+    try:
+
+        def scheduled() -> list[dict]:
+            rows = proc.get("/api/v1/jobs", limit=100).json()["rows"]
+            return [r for r in rows if r["trigger"] == "schedule"]
+
+        runs = proc.wait_for(lambda: len({r["run_id"] for r in scheduled()}) >= 12, timeout=60)
+        assert runs, "the scheduler did not run the jobs twice"
+        assert {r["job"] for r in scheduled()} == {
+            "cost",
+            "budgets",
+            "cache",
+            "duplicates",
+            "failover",
+            "routing",
+        }
+        assert all(r["status"] == "ok" for r in scheduled())
+        # SIGTERM: uvicorn shuts down (Runtime.close stops the scheduler thread),
+        # then re-raises the signal, so the exit status is the signal's.
+        assert proc.process is not None
+        proc.process.send_signal(signal.SIGTERM)
+        assert proc.process.wait(30) in (0, -signal.SIGTERM)
+        log = proc.log_path.read_text()
+        assert "Traceback" not in log and "still running" not in log
+    finally:
+        proc.stop()

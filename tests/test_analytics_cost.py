@@ -164,7 +164,7 @@ def test_routes_file_is_checked(tmp_path: Path) -> None:
     path = tmp_path / "routes.toml"
     path.write_text(
         '[[route]]\nname = "chat"\nobjective = "cost"\n'
-        'candidates = ["openai/gpt-4o-mini", "aws/us.anthropic.claude-3-5-haiku/v1"]\n'
+        'candidates = ["openai/gpt-4o-mini", "bedrock/us.anthropic.claude-3-5-haiku/v1"]\n'
     )
     (route,) = load_routes(path)
     assert route.candidates == (

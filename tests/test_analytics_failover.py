@@ -8,7 +8,8 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from analytics.failover import chain_links, chains, failover_windows, outages
+from analytics.chains import chain_links, chains
+from analytics.failover import failover_windows, outages
 from tests.test_analytics_frames import at, calls
 
 WINDOW_S = 120
