@@ -21,12 +21,17 @@ _COUNTING = threading.Lock()  # both transports' threads update runtime.received
 
 
 def accept_export(
-    runtime: Runtime, body: bytes, content_type: str, encoding: str | None
+    runtime: Runtime,
+    body: bytes,
+    content_type: str,
+    encoding: str | None,
+    maybe_stored: bool = False,
 ) -> tuple[int, str]:
     """Make one export request durable and queue its rows.
 
     Returns (rejected span count, why) for the OTLP partial-success answer and
-    counts it in ``runtime.received`` (/metrics). Raises ``UnsupportedMediaType``
+    counts it in ``runtime.received`` (/metrics). ``maybe_stored`` marks a
+    resend: rows the store already has are dropped at write time. Raises ``UnsupportedMediaType``
     / ``OtlpDecodeError`` for bad input and ``QueueFull`` when the store is
     behind (nothing was accepted then); the caller counts those."""
     with _DECODE_ONE_AT_A_TIME:
@@ -34,6 +39,7 @@ def accept_export(
             body, content_type, encoding, max_bytes=runtime.settings.max_request_bytes
         )
         batch = process_spans(decoded["spans"], runtime.pipeline)
+    batch.maybe_stored = maybe_stored
     runtime.writer.accept(body, wal_kind(content_type, encoding == "gzip"), batch)
     with _COUNTING:
         counters = runtime.received

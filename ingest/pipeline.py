@@ -44,6 +44,9 @@ class TableBatch:
 
     tables: dict[str, pa.Table]
     unpriced_calls: int = 0
+    # The sender may have delivered these rows before (X-Tokentrail-Resend):
+    # the writer keeps only those the store does not have.
+    maybe_stored: bool = False
 
     @property
     def rows(self) -> int:

@@ -115,7 +115,9 @@ class BatchWriter:
                     return
                 continue
             try:
-                self._store(taken)
+                # After a failure, part of the batch may be in already (one
+                # table inserted, the next refused): check every row then.
+                self._store(taken, retrying=backoff > 0.1)
             except Exception as exc:  # the store is down or refusing: keep and retry
                 self.stats.store_failures += 1
                 self.stats.last_error = str(exc)[:500]
@@ -133,9 +135,11 @@ class BatchWriter:
                     self._queued_rows -= batch.rows
                 self._cond.notify_all()
 
-    def _store(self, taken: list[tuple[int, TableBatch]]) -> None:
+    def _store(self, taken: list[tuple[int, TableBatch]], retrying: bool = False) -> None:
         started = time.perf_counter()
         batches = [batch for _, batch in taken]
+        if retrying or any(batch.maybe_stored for batch in batches):
+            batches = without_duplicates(self.store, batches, check_all=retrying)
         write_tables(self.store, batches)
         self.wal.checkpoint(taken[-1][0])
         self._merge_twins(batches)
@@ -209,6 +213,29 @@ def _identity_values(name: str, table: pa.Table) -> list[str]:
         return spans
     calls = table.column("tool_call_id").to_pylist()
     return [f"{s}:{c}" for s, c in zip(spans, calls, strict=True)]
+
+
+def without_duplicates(
+    store: Store, batches: list[TableBatch], check_all: bool = False
+) -> list[TableBatch]:
+    """Drop rows of resent batches (or of all, with ``check_all``) that the
+    store has, or that an earlier batch of this write carries."""
+    seen: dict[str, set[str]] = {name: set() for name in TABLES}
+    kept: list[TableBatch] = []
+    for batch in batches:
+        if check_all or batch.maybe_stored:
+            batch = without_stored(store, batch)
+            tables = {}
+            for name, table in batch.tables.items():
+                keys = _identity_values(name, table) if table.num_rows else []
+                fresh = pa.array([key not in seen[name] for key in keys], pa.bool_())
+                tables[name] = table.filter(fresh) if table.num_rows else table
+            batch = TableBatch(tables=tables, unpriced_calls=batch.unpriced_calls)
+        for name, table in batch.tables.items():
+            if table.num_rows:
+                seen[name].update(_identity_values(name, table))
+        kept.append(batch)
+    return kept
 
 
 def without_stored(store: Store, batch: TableBatch) -> TableBatch:

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import orjson
@@ -34,8 +33,9 @@ from proxy_addon.attribution import (
 )
 from proxy_addon.export import CallExporter, CapturedCall
 from proxy_addon.gateway import gateway_attributes
+from proxy_addon.journal import Journal
 from proxy_addon.providers import identify
-from proxy_addon.providers.base import CallFacts, RequestFacts, RequestView, ResponseView
+from proxy_addon.providers.base import RequestFacts, RequestView
 from proxy_addon.retries import RetryTracker, request_key
 from proxy_addon.spool import Sender, Spool
 from proxy_addon.streams import StreamCapture, is_streamed
@@ -47,7 +47,6 @@ STATE = "tokentrail"  # key in flow.metadata
 @dataclass
 class FlowState:
     provider: str
-    module: ModuleType
     request: RequestFacts
     retry_key: str
     start_ns: int
@@ -123,6 +122,7 @@ class TokentrailAddon:
         self.exporter: CallExporter | None = None
         self.sender: Sender | None = None
         self.spool: Spool | None = None
+        self.journal: Journal | None = None
         self.key_teams: dict[str, str] = {}
         self.hook_errors = 0
         self.chaos = False
@@ -153,9 +153,16 @@ class TokentrailAddon:
             api_key = ctx.options.tokentrail_api_key or os.environ.get("TOKENTRAIL_API_KEY", "")
             self.sender = Sender(self.spool, ctx.options.tokentrail_collector_url, api_key)
             self.sender.start()
+            self.journal = Journal(data_dir / "journal")
             self.exporter = CallExporter(
-                self.spool, RedactionRules.default(), capture_content=ctx.options.tokentrail_content
+                self.spool,
+                RedactionRules.default(),
+                capture_content=ctx.options.tokentrail_content,
+                journal=self.journal,
             )
+            for calls in self.journal.recover():
+                log.warning("replaying %d calls journaled by the previous run", len(calls))
+                self.exporter.replay(calls)
             threading.Thread(target=self._log_stats, name="tokentrail-stats", daemon=True).start()
 
     def running(self) -> None:
@@ -168,6 +175,8 @@ class TokentrailAddon:
         self._stats_stop.set()
         if self.exporter:
             self.exporter.close()
+        if self.journal:
+            self.journal.close()
         if self.sender:
             self.sender.stop()
 
@@ -177,9 +186,11 @@ class TokentrailAddon:
             "captured": self.exporter.captured if self.exporter else 0,
             "failed_to_parse": self.exporter.parse_failures if self.exporter else 0,
             "hook_errors": self.hook_errors,
+            "journal_pending": self.journal.pending if self.journal else 0,
             "spooled": spool.spooled if spool else 0,
             "sent": spool.sent if spool else 0,
             "dropped": spool.dropped if spool else 0,
+            "dropped_calls": self.exporter.dropped_calls if self.exporter else 0,
             "spool_bytes": self.spool.size_bytes if self.spool else 0,
         }
 
@@ -196,7 +207,7 @@ class TokentrailAddon:
         known = identify(view)
         if known is None:
             return
-        provider, module, facts = known
+        provider, _module, facts = known
         if any(name.startswith(OUR_PREFIX) for name in view.headers):
             strip_our_headers(flow.request.headers)
         try:
@@ -222,7 +233,6 @@ class TokentrailAddon:
             attributes["tokentrail.retry_of"] = attempt.retry_of
         flow.metadata[STATE] = FlowState(
             provider=provider,
-            module=module,
             request=facts,
             retry_key=retry_key,
             start_ns=time.time_ns(),
@@ -263,27 +273,11 @@ class TokentrailAddon:
         if state is None or state.done or flow.response is None:
             return
         response = flow.response
-        status = response.status_code
         headers = header_dict(response.headers)
-        if state.capture is not None or response.stream:
-            capture = state.capture
-
-            def parse() -> CallFacts:
-                if capture is None:
-                    return CallFacts(body_note="stream could not be parsed", status="ok")
-                return capture.parse(
-                    state.module, state.request, ResponseView(status, headers, b"")
-                )
-        else:
-            body = response.get_content(strict=False) or b""
-
-            def parse() -> CallFacts:
-                return state.module.parse_response(
-                    state.request, ResponseView(status, headers, body)
-                )
-
+        streamed = state.capture is not None or bool(response.stream)
+        body = b"" if streamed else response.get_content(strict=False) or b""
         state.attributes.update(gateway_attributes(headers))
-        self._finish(flow, state, status, parse)
+        self._finish(flow, state, response.status_code, headers, body, streamed, "")
 
     @fail_open
     def error(self, flow: http.HTTPFlow) -> None:
@@ -292,51 +286,48 @@ class TokentrailAddon:
             return
         message = flow.error.msg if flow.error else "connection failed"
         status = flow.response.status_code if flow.response else 0
-        capture = state.capture
-
-        def parse() -> CallFacts:
-            view = ResponseView(status, {}, b"")
-            facts = capture.parse(state.module, state.request, view) if capture else CallFacts()
-            facts.status = "error"
-            facts.error_type = facts.error_type or (
-                "interrupted" if capture else "connection_error"
-            )
-            facts.body_note = facts.body_note or message[:200]
-            return facts
-
-        self._finish(flow, state, status, parse)
+        self._finish(flow, state, status, {}, b"", state.capture is not None, message)
 
     def _finish(
-        self, flow: http.HTTPFlow, state: FlowState, status: int, parse: Callable[[], CallFacts]
+        self,
+        flow: http.HTTPFlow,
+        state: FlowState,
+        status: int,
+        headers: dict[str, str],
+        body: bytes,
+        streamed: bool,
+        error: str,
     ) -> None:
+        """Journal the call (mitmproxy sends the response's end only after
+        this hook returns) and queue it for parsing and export."""
         state.done = True
-        end_ns = time.time_ns()
         self.retries.finish(state.retry_key, failed=status >= 400 or status == 0)
-        first = state.first_chunk_ns
-
-        def parse_with_timing() -> CallFacts:
-            facts = parse()
-            if first is not None:
-                facts.ttft_ms = (first - state.start_ns) / 1e6
-            return facts
-
         address = (
             flow.server_conn.address if flow.server_conn and flow.server_conn.address else None
         )
-        assert self.exporter is not None
-        self.exporter.submit(
-            CapturedCall(
-                provider=state.provider,
-                request=state.request,
-                parse=parse_with_timing,
-                http_status=status,
-                start_ns=state.start_ns,
-                end_ns=end_ns,
-                trace_id=state.trace_id,
-                span_id=state.span_id,
-                parent_span_id=state.parent_span_id,
-                server_address=flow.request.host,
-                server_port=address[1] if address else flow.request.port,
-                attributes=state.attributes,
-            )
+        call = CapturedCall(
+            provider=state.provider,
+            request=state.request,
+            http_status=status,
+            response_headers=headers,
+            body=body,
+            streamed=streamed,
+            stream=state.capture,
+            error=error,
+            start_ns=state.start_ns,
+            end_ns=time.time_ns(),
+            first_chunk_ns=state.first_chunk_ns,
+            trace_id=state.trace_id,
+            span_id=state.span_id,
+            parent_span_id=state.parent_span_id,
+            server_address=flow.request.host,
+            server_port=address[1] if address else flow.request.port,
+            attributes=state.attributes,
         )
+        assert self.exporter is not None and self.journal is not None
+        try:
+            ticket = self.journal.append(call)
+        except OSError:  # a full disk must not cost the call its export too
+            ticket = 0
+            log.exception("tokentrail addon: could not journal a call; exporting it anyway")
+        self.exporter.submit(call, ticket)

@@ -1,9 +1,10 @@
 """A captured call → an OTel GenAI span → the spool, off the request path.
 
-The addon hands each finished flow to ``CallExporter.submit``; a worker
-thread parses it (the wire-format module), redacts content, builds a span
-with the OpenTelemetry SDK (GenAI semantic conventions plus ``tokentrail.*``)
-and spools batches encoded by the SDK's OTLP encoder.
+The addon journals each finished flow and hands it to ``CallExporter.submit``;
+a worker thread parses it (the wire-format module), redacts content, builds a
+span with the OpenTelemetry SDK (GenAI semantic conventions plus
+``tokentrail.*``), spools batches encoded by the SDK's OTLP encoder and then
+releases them from the journal.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,8 +23,11 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from ingest.redact import RedactionRules, redact_text
-from proxy_addon.providers.base import CallFacts, RequestFacts
+from proxy_addon.journal import Journal
+from proxy_addon.providers import format_module
+from proxy_addon.providers.base import CallFacts, RequestFacts, ResponseView
 from proxy_addon.spool import Spool
+from proxy_addon.streams import StreamCapture
 
 log = logging.getLogger("tokentrail.proxy.export")
 SCOPE = InstrumentationScope("tokentrail.proxy", "0.1.0")
@@ -33,20 +36,50 @@ OPERATION_NAMES = {"completion": "text_completion"}  # ours → gen_ai.operation
 
 @dataclass
 class CapturedCall:
-    """Everything the addon knows about one model call when it ends."""
+    """Everything the addon knows about one model call when it ends: plain
+    data, so the journal can keep it and a restarted proxy can parse it."""
 
     provider: str
     request: RequestFacts
-    parse: Callable[[], CallFacts]  # runs the wire-format parser (in the worker)
     http_status: int
+    response_headers: dict[str, str]
+    body: bytes  # the whole response; b"" when it was streamed
+    streamed: bool
+    stream: StreamCapture | None  # a streamed response's chunks (None: the tap failed)
+    error: str  # why the exchange broke off; "" when the response completed
     start_ns: int
     end_ns: int
+    first_chunk_ns: int | None
     trace_id: int
     span_id: int
     parent_span_id: int | None
     server_address: str
     server_port: int
     attributes: dict[str, Any] = field(default_factory=dict)  # tokentrail.* already known
+
+
+def call_facts(call: CapturedCall) -> CallFacts:
+    """Run the call's wire-format parser over what was captured."""
+    module = format_module(call.request.format)
+    if call.error:
+        view = ResponseView(call.http_status, {}, b"")
+        stream = call.stream
+        facts = stream.parse(module, call.request, view) if stream else CallFacts()
+        facts.status = "error"
+        facts.error_type = facts.error_type or ("interrupted" if stream else "connection_error")
+        facts.body_note = facts.body_note or call.error[:200]
+    elif call.streamed:
+        view = ResponseView(call.http_status, call.response_headers, b"")
+        if call.stream is None:
+            facts = CallFacts(body_note="stream could not be parsed", status="ok")
+        else:
+            facts = call.stream.parse(module, call.request, view)
+    else:
+        view = ResponseView(call.http_status, call.response_headers, call.body)
+        facts = module.parse_response(call.request, view)
+    if call.first_chunk_ns is not None:
+        facts.ttft_ms = (call.first_chunk_ns - call.start_ns) / 1e6
+    return facts
 
 
 def _context(trace_id: int, span_id: int) -> SpanContext:
@@ -129,41 +162,62 @@ def call_span(
 
 
 class CallExporter:
-    """Parses and spools captured calls in a worker thread, in batches."""
+    """Parses and spools captured calls in a worker thread, in batches.
+
+    Calls arrive with their journal ticket; once a batch is in the spool (or
+    deliberately dropped by its bound, counted) the journal lets it go.
+    """
 
     def __init__(
         self,
         spool: Spool,
         rules: RedactionRules,
         capture_content: bool = True,
+        journal: Journal | None = None,
         batch_size: int = 256,
         max_queue: int = 100_000,
     ) -> None:
         self.spool = spool
         self.rules = rules
         self.capture_content = capture_content
+        self.journal = journal
         self.batch_size = batch_size
-        self.queue: queue.Queue[CapturedCall | None] = queue.Queue(max_queue)
+        self.queue: queue.Queue[tuple[CapturedCall, int] | None] = queue.Queue(max_queue)
         self.captured = 0
         self.parse_failures = 0
+        self.dropped_calls = 0  # calls the spool bound or a full queue refused
         self.thread = threading.Thread(target=self._run, name="tokentrail-export", daemon=True)
         self.thread.start()
 
-    def submit(self, call: CapturedCall) -> None:
+    def submit(self, call: CapturedCall, ticket: int = 0) -> None:
         try:
-            self.queue.put_nowait(call)
+            self.queue.put_nowait((call, ticket))
         except queue.Full:
-            self.parse_failures += 1
+            self.dropped_calls += 1
             log.error("export queue full: a call was not recorded")
+
+    def replay(self, calls: list[CapturedCall]) -> None:
+        """Spool calls a previous process journaled (some may have reached
+        the spool already: they are marked as possible resends)."""
+        for start in range(0, len(calls), self.batch_size):
+            self._spool(calls[start : start + self.batch_size], resend=True)
 
     def _span(self, call: CapturedCall) -> ReadableSpan | None:
         try:
-            facts = call.parse()
-            return call_span(call, facts, self.capture_content, self.rules)
+            return call_span(call, call_facts(call), self.capture_content, self.rules)
         except Exception:  # a parser bug must not stop the worker
             self.parse_failures += 1
             log.exception("could not parse a %s call", call.request.format)
             return None
+
+    def _spool(self, calls: list[CapturedCall], resend: bool = False) -> None:
+        spans = [s for s in (self._span(c) for c in calls) if s is not None]
+        if not spans:
+            return
+        if self.spool.put(encode_spans(spans).SerializeToString(), resend=resend):
+            self.captured += len(spans)
+        else:
+            self.dropped_calls += len(spans)
 
     def _run(self) -> None:
         while True:
@@ -181,10 +235,9 @@ class CallExporter:
                     self.queue.put(None)
                     break
                 batch.append(item)
-            spans = [s for s in (self._span(c) for c in batch) if s is not None]
-            if spans:
-                self.spool.put(encode_spans(spans).SerializeToString())
-                self.captured += len(spans)
+            self._spool([call for call, _ in batch])
+            if self.journal is not None:
+                self.journal.release(batch[-1][1])
 
     def close(self) -> None:
         self.queue.put(None)

@@ -7,6 +7,11 @@ A sender thread posts the oldest file to the collector and deletes it on
 proxy sends what the last one left. The spool is bounded: past
 ``max_bytes`` a new body is dropped, counted and logged — the one place data
 can be lost, and never silently.
+
+A body that may already have reached the collector — one a previous process
+left, one whose send failed or timed out, one replayed from the journal — is
+sent with ``X-Tokentrail-Resend: 1``, and the collector keeps only the rows
+it does not have yet: exactly once without a lookup on every request.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from pathlib import Path
 import httpx
 
 log = logging.getLogger("tokentrail.proxy.spool")
+RESEND_MARK = ".resend"  # in a spooled file's name: it may have been sent before
+RESEND_HEADER = "X-Tokentrail-Resend"
 
 
 @dataclass
@@ -42,7 +49,7 @@ class Spool:
         for stale in folder.glob("*.tmp"):
             stale.unlink()  # a crash mid-write: that body was never acknowledged
         files = self.files()
-        self._seq = int(files[-1].stem) if files else 0
+        self._seq = int(files[-1].name[:20]) if files else 0
         self._bytes = sum(p.stat().st_size for p in files)
         self._lock = threading.Lock()
         self.ready = threading.Event()
@@ -51,13 +58,14 @@ class Spool:
             self.ready.set()
 
     def files(self) -> list[Path]:
+        # Names start with the sequence number, so they sort in spool order.
         return sorted(self.folder.glob("*.otlp"))
 
     @property
     def size_bytes(self) -> int:
         return self._bytes
 
-    def put(self, body: bytes) -> bool:
+    def put(self, body: bytes, resend: bool = False) -> bool:
         with self._lock:
             if self._bytes + len(body) > self.max_bytes:
                 self.stats.dropped += 1
@@ -70,8 +78,8 @@ class Spool:
                 )
                 return False
             self._seq += 1
-            path = self.folder / f"{self._seq:020d}.otlp"
-            tmp = path.with_suffix(".tmp")
+            path = self.folder / f"{self._seq:020d}{RESEND_MARK if resend else ''}.otlp"
+            tmp = self.folder / f"{self._seq:020d}.tmp"
             with tmp.open("wb") as handle:
                 handle.write(body)
                 if self.fsync:
@@ -106,6 +114,9 @@ class Sender(threading.Thread):
         }
         self.stopping = threading.Event()
         self.client = httpx.Client(timeout=30)
+        # Files a previous process left, and files whose send failed: the
+        # collector may have stored them already.
+        self.maybe_sent = {path.name for path in spool.files()}
 
     def run(self) -> None:
         backoff = 0.2
@@ -123,9 +134,13 @@ class Sender(threading.Thread):
                 backoff = min(backoff * 2, 5.0)
 
     def _send(self, path: Path) -> bool:
+        headers = self.headers
+        if path.name in self.maybe_sent or RESEND_MARK in path.name:
+            headers = {**headers, RESEND_HEADER: "1"}
         try:
-            response = self.client.post(self.url, content=path.read_bytes(), headers=self.headers)
+            response = self.client.post(self.url, content=path.read_bytes(), headers=headers)
         except (httpx.HTTPError, OSError) as exc:
+            self.maybe_sent.add(path.name)
             self.spool.stats.send_failures += 1
             log.warning(
                 "collector unreachable (%s); %d exports waiting", exc, len(self.spool.files())
@@ -133,11 +148,13 @@ class Sender(threading.Thread):
             return False
         if response.status_code == 200:
             self.spool.remove(path)
+            self.maybe_sent.discard(path.name)
             self.spool.stats.sent += 1
             return True
         if response.status_code in (400, 413, 415):
             # The collector will never take this body: keep it aside for a person.
             self.spool.remove(path, rejected=True)
+            self.maybe_sent.discard(path.name)
             self.spool.stats.rejected += 1
             log.error(
                 "collector rejected %s (%d): %s",
@@ -147,6 +164,7 @@ class Sender(threading.Thread):
             )
             return True
         # 401/403 (wrong key), 429/503 (busy), 5xx: keep it and try again.
+        self.maybe_sent.add(path.name)
         self.spool.stats.send_failures += 1
         log.warning("collector answered %d: %s", response.status_code, response.text[:300])
         return False

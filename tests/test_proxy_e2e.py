@@ -4,111 +4,25 @@
 from __future__ import annotations
 
 import json
-import signal
-import ssl
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import anthropic
-import httpx
 import openai
 import pytest
 from genai_prices import Usage, calc_price
 
-from demo.simulator import make_test_certificate, start_simulator
 from proxy_addon.eventstream import EventStreamDecoder
-from tests.conftest import ROOT, CollectorProcess, free_port
+from tests import proxy_support
+from tests.conftest import CollectorProcess, free_port
+from tests.proxy_support import ProxyProcess
 
-
-@dataclass
-class ProxyProcess:
-    data_dir: Path
-    port: int
-    collector_url: str
-    api_key: str
-    upstream_ca: Path
-    extra: tuple[str, ...] = ()
-    process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ca_file(self) -> Path:
-        return self.data_dir / "proxy" / "mitmproxy" / "mitmproxy-ca-cert.pem"
-
-    def start(self) -> None:
-        env = {
-            "TOKENTRAIL_API_KEY": self.api_key,
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(self.data_dir),
-        }
-        log = (self.data_dir.parent / f"proxy-{self.port}.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tokentrail.cli",
-                "proxy",
-                "--data-dir",
-                str(self.data_dir),
-                "--port",
-                str(self.port),
-                "--collector-url",
-                self.collector_url,
-                "--upstream-ca",
-                str(self.upstream_ca),
-                *self.extra,
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "proxy exited early"
-            try:
-                with __import__("socket").create_connection(("127.0.0.1", self.port), 0.2):
-                    if self.ca_file.exists():
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("proxy did not start")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.process = None
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(
-            proxy=self.url, verify=ssl.create_default_context(cafile=str(self.ca_file)), timeout=30
-        )
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
-    return make_test_certificate(tmp_path_factory.mktemp("certs"))
-
-
-@pytest.fixture(scope="module")
-def sim(certs: tuple[str, str, str]) -> Iterator[Any]:
-    certfile, keyfile, _ = certs
-    with start_simulator(certfile=certfile, keyfile=keyfile) as running:
-        yield running
+# The certificates and the simulator over HTTPS, shared with tests/faults/.
+certs = proxy_support.certs
+sim = proxy_support.sim
 
 
 @pytest.fixture(scope="module")

@@ -154,3 +154,53 @@ def test_a_full_queue_refuses_before_logging(tmp_path: Path) -> None:
     with pytest.raises(QueueFull):
         writer.accept(body, 1, process(body))
     assert [seq for seq, _, _ in wal.pending()] == [1]  # the refused request was not logged
+
+
+def test_a_resent_batch_stores_only_the_rows_the_store_lacks(store: Store, tmp_path: Path) -> None:
+    writer = BatchWriter(store, WriteAheadLog(tmp_path / "wal", fsync=False), max_seconds=0.05)
+    writer.start()
+    first = otlp_body(0, 6)
+    writer.accept(first, 1, process(first))
+    assert writer.flush(10)
+    # The sender did not see our 200 and sends the same body again, plus a
+    # body overlapping it, both in one write.
+    again, overlap = process(first), process(otlp_body(4, 6))
+    again.maybe_stored = overlap.maybe_stored = True
+    writer.accept(first, 1, again)
+    writer.accept(first, 1, overlap)
+    assert writer.flush(10)
+    assert counts(store) == (10, 10, 10)
+    writer.stop()
+
+
+class FailsBetweenTables:
+    """The real store, except that the first ``llm_calls`` insert fails after
+    ``spans`` went in: a write that failed half way."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.failed = False
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        if table == "llm_calls" and not self.failed:
+            self.failed = True
+            raise RuntimeError("connection reset")
+        self.store.insert_arrow(table, data)
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+
+def test_a_write_that_failed_half_way_is_retried_without_duplicates(
+    store: Store, tmp_path: Path
+) -> None:
+    flaky = FailsBetweenTables(store)
+    wal = WriteAheadLog(tmp_path / "wal", fsync=False)
+    writer = BatchWriter(flaky, wal, max_seconds=0.05)  # type: ignore[arg-type]
+    writer.start()
+    body = otlp_body(0, 8)
+    writer.accept(body, 1, process(body))
+    assert writer.flush(20)
+    assert flaky.failed and writer.stats.store_failures == 1
+    assert counts(store) == (8, 8, 8)
+    writer.stop()

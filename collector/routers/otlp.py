@@ -19,6 +19,8 @@ router = APIRouter(tags=["ingest"])
 _ONE_AT_A_TIME = anyio.CapacityLimiter(1)
 
 PROTOBUF = "application/x-protobuf"
+# The proxy's spool marks a body it may have delivered before (proxy_addon/spool.py).
+RESEND_HEADER = "x-tokentrail-resend"
 JSON = "application/json"
 
 
@@ -62,7 +64,13 @@ async def receive_traces(request: Request, _caller: Caller("ingest")) -> Respons
         # Decoding is serialized in accept_export (also against OTLP/gRPC);
         # one worker thread is all that needs.
         rejected, errors = await anyio.to_thread.run_sync(
-            accept_export, runtime, body, content_type, encoding, limiter=_ONE_AT_A_TIME
+            accept_export,
+            runtime,
+            body,
+            content_type,
+            encoding,
+            request.headers.get(RESEND_HEADER) == "1",
+            limiter=_ONE_AT_A_TIME,
         )
     except UnsupportedMediaType as exc:
         runtime.received.bad_requests += 1

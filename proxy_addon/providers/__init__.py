@@ -79,3 +79,12 @@ def identify(request: RequestView) -> tuple[str, ModuleType, RequestFacts] | Non
                 provider = known[0] if known else SHAPE_PROVIDERS[module.FORMAT]
                 return provider, module, facts
     return None
+
+
+_BY_FORMAT: dict[str, ModuleType] = {module.FORMAT: module for module in FORMATS}
+
+
+def format_module(wire_format: str) -> ModuleType:
+    """The module that parses ``RequestFacts.format`` (a journaled call keeps
+    the name, not the module)."""
+    return _BY_FORMAT[wire_format]
