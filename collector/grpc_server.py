@@ -35,8 +35,8 @@ SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 ALLOWED_ROLES = frozenset({"ingest", "admin"})
 RETRY_AFTER_SECONDS = 5  # as OTLP/HTTP's Retry-After
 PROTOBUF = "application/x-protobuf"
-# Requests queue in gRPC's core beyond these; decoding is one at a time anyway
-# (accept_export), the others wait on the WAL's fsync or on the key check.
+# Requests queue in gRPC's core beyond these; decoding is as wide as the decode
+# pool (accept_export), the others wait on the WAL's fsync or on the key check.
 WORKERS = 4
 GRACE_SECONDS = 5.0
 

@@ -10,13 +10,7 @@ from __future__ import annotations
 import threading
 
 from collector.runtime import Runtime, wal_kind
-from ingest.otlp import decode_request
-from ingest.pipeline import process_spans
 
-# Decoding and normalizing are pure-Python CPU work: requests contending for
-# the GIL made throughput drop by a quarter, so one request at a time does it,
-# whichever transport brought it. The WAL append (I/O) happens outside.
-_DECODE_ONE_AT_A_TIME = threading.Lock()
 _COUNTING = threading.Lock()  # both transports' threads update runtime.received
 
 
@@ -34,16 +28,15 @@ def accept_export(
     resend: rows the store already has are dropped at write time. Raises ``UnsupportedMediaType``
     / ``OtlpDecodeError`` for bad input and ``QueueFull`` when the store is
     behind (nothing was accepted then); the caller counts those."""
-    with _DECODE_ONE_AT_A_TIME:
-        decoded = decode_request(
-            body, content_type, encoding, max_bytes=runtime.settings.max_request_bytes
-        )
-        batch = process_spans(decoded["spans"], runtime.pipeline)
-    batch.maybe_stored = maybe_stored
-    runtime.writer.accept(body, wal_kind(content_type, encoding == "gzip"), batch)
+    assert runtime.decoder is not None
+    # Decoding runs in the decode pool (collector/decode_pool.py); the WAL
+    # append (I/O) happens here, overlapping the next request's decoding.
+    done = runtime.decoder.process(body, content_type, encoding)
+    done.batch.maybe_stored = maybe_stored
+    runtime.writer.accept(body, wal_kind(content_type, encoding == "gzip"), done.batch)
     with _COUNTING:
         counters = runtime.received
         counters.requests += 1
-        counters.spans += len(decoded["spans"])
-        counters.rejected_spans += decoded["rejected"]
-    return decoded["rejected"], "; ".join(decoded["errors"])
+        counters.spans += done.spans
+        counters.rejected_spans += done.rejected
+    return done.rejected, "; ".join(done.errors)

@@ -13,14 +13,14 @@ from analytics.config import AnalyticsConfig
 from analytics.runner import JobRunner
 from analytics.scheduler import JobScheduler
 from collector.auth import KeyRing, ensure_admin_key
+from collector.decode_pool import DecodePool, pipeline_config
 from ingest.audit import AuditLog
 from ingest.audit_chain import ANCHOR_FILE, AnchoredAuditLog, check_chain_on_start
+from ingest.faults import with_faults
 from ingest.forward import Forwarder, ForwardingStore, open_forwarder
 from ingest.migrate import apply_content_ttl, apply_table_ttl, migrate
 from ingest.otlp import decode_request
 from ingest.pipeline import PipelineConfig, TableBatch, process_spans
-from ingest.pricing import PriceBook
-from ingest.redact import RedactionPolicy, RedactionRules
 from ingest.retention import RetentionJob
 from ingest.store import Store, open_store
 from ingest.wal import WriteAheadLog
@@ -65,11 +65,14 @@ class Runtime:
     # Analytics: the jobs (run on demand) and the thread that runs them every few minutes.
     jobs: JobRunner | None = None
     scheduler: JobScheduler | None = None
+    # Where OTLP requests are decoded and processed (worker processes or here).
+    decoder: DecodePool | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = open_store(settings.data_dir, settings.clickhouse_url, settings.database)
+        store = with_faults(store, settings.faults_file)  # the store itself unless configured
         applied = migrate(store)
         if applied:
             log.info("applied schema migrations %s", applied)
@@ -81,11 +84,7 @@ class Runtime:
         if ensure_admin_key(keys, settings.admin_key_path):
             audit.append("collector", "admin", "key.create", "admin", {"reason": "first start"})
             log.info("created an admin key in %s", settings.admin_key_path)
-        pipeline = PipelineConfig(
-            prices=PriceBook.load(settings.prices_file),
-            redaction=RedactionRules.default(settings.redaction_patterns),
-            policy=RedactionPolicy(settings.redaction_default_mode, settings.redaction_team_modes),
-        )
+        pipeline = pipeline_config(settings)
         analytics = AnalyticsConfig.from_settings(settings)  # a bad budgets file stops start-up
         forwarder = open_forwarder(settings)
         writer = BatchWriter(
@@ -109,6 +108,7 @@ class Runtime:
         if replayed:
             log.info("replayed %d requests from the write-ahead log", replayed)
         writer.start()
+        runtime.decoder = DecodePool(settings, pipeline)
         runtime.jobs = JobRunner(store, analytics, pipeline.prices)
         runtime.scheduler = JobScheduler(runtime.jobs, analytics.interval_s)
         runtime.scheduler.start()
@@ -123,6 +123,8 @@ class Runtime:
         return process_spans(decoded["spans"], self.pipeline)
 
     def close(self) -> None:
+        if self.decoder is not None:
+            self.decoder.close()
         if self.scheduler is not None:
             self.scheduler.stop()
         if self.retention is not None:

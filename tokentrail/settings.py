@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # Requests waiting for the store beyond this many rows get 503 + Retry-After.
     queue_max_rows: int = 200_000
     max_request_bytes: int = 64 * 1024 * 1024
+    # Processes that decode OTLP requests (collector/decode_pool.py); 0 = in
+    # the collector's own process.
+    decode_workers: int = Field(default=1, ge=0, le=64)
     wal_fsync: bool = True
 
     # Content columns (prompts, responses, tool arguments/results) expire
@@ -122,6 +125,12 @@ class Settings(BaseSettings):
     near_duplicate_days: int = Field(default=7, ge=1, description="Duplicate report looks back")
     near_duplicate_refresh_minutes: float = Field(
         default=60.0, ge=0, description="Scheduled runs refresh the duplicate report this often"
+    )
+
+    # Fault injection (fault tests, outage rehearsals): a JSON file that makes the
+    # collector's store slow or failing while it runs (ingest/faults.py); unset = off.
+    faults_file: Path | None = Field(
+        default=None, description="JSON file of store faults to inject (ingest/faults.py)"
     )
 
     @field_validator("data_dir", mode="after")

@@ -16,7 +16,17 @@ from ingest.otlp import OtlpDecodeError, UnsupportedMediaType, encode_response
 from ingest.writer import QueueFull
 
 router = APIRouter(tags=["ingest"])
-_ONE_AT_A_TIME = anyio.CapacityLimiter(1)
+# Threads that may be in accept_export: the decode pool's width, plus one so a
+# request's WAL fsync overlaps the next one's decoding. Set at the first request.
+_limiter: anyio.CapacityLimiter | None = None
+
+
+def _accept_limiter(runtime: Runtime) -> anyio.CapacityLimiter:
+    global _limiter
+    if _limiter is None:
+        assert runtime.decoder is not None
+        _limiter = anyio.CapacityLimiter(runtime.decoder.concurrency + 1)
+    return _limiter
 
 PROTOBUF = "application/x-protobuf"
 # The proxy's spool marks a body it may have delivered before (proxy_addon/spool.py).
@@ -61,8 +71,6 @@ async def receive_traces(request: Request, _caller: Caller("ingest")) -> Respons
             413, f"request body is larger than {runtime.settings.max_request_bytes} bytes", as_json
         )
     try:
-        # Decoding is serialized in accept_export (also against OTLP/gRPC);
-        # one worker thread is all that needs.
         rejected, errors = await anyio.to_thread.run_sync(
             accept_export,
             runtime,
@@ -70,7 +78,7 @@ async def receive_traces(request: Request, _caller: Caller("ingest")) -> Respons
             content_type,
             encoding,
             request.headers.get(RESEND_HEADER) == "1",
-            limiter=_ONE_AT_A_TIME,
+            limiter=_accept_limiter(runtime),
         )
     except UnsupportedMediaType as exc:
         runtime.received.bad_requests += 1
