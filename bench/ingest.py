@@ -366,6 +366,22 @@ def proc_cpu_seconds(pid: int | str, task: str = "") -> float | None:
         return None
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes ``pid`` started (the collector's decode workers)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                found += [
+                    int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+                ]
+    return found
+
+
+def children_cpu_seconds(pid: int) -> dict[int, float]:
+    return {c: cpu for c in child_pids(pid) if (cpu := proc_cpu_seconds(c)) is not None}
+
+
 def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
     """tid -> (thread name, CPU seconds) for every thread of the process.
 
@@ -670,6 +686,7 @@ def bench_collector(
             if py_spy is not None:
                 spy = PySpy(py_spy, collector.pid, gil=py_spy_gil)
             cpu0 = proc_cpu_seconds(collector.pid)
+            workers0 = children_cpu_seconds(collector.pid)
             threads0 = thread_cpu(collector.pid)
             client0 = proc_cpu_seconds("self")
             sent = send_all(collector, bodies, concurrency, deadline, transport)
@@ -691,6 +708,8 @@ def bench_collector(
                     break
                 time.sleep(0.05)
             cpu1 = proc_cpu_seconds(collector.pid)
+            workers1 = children_cpu_seconds(collector.pid)
+            workers_peak_kb = [proc_status_kb(c, "VmHWM") or 0 for c in workers1]
             threads1 = thread_cpu(collector.pid)
             client1 = proc_cpu_seconds("self")
             if spy is not None:
@@ -730,6 +749,10 @@ def bench_collector(
         "client_cpu_s": (client1 - client0) if client0 is not None and client1 else None,
         "collector_rss_idle_mb": rss_idle_kb / 1024 if rss_idle_kb else None,
         "collector_peak_rss_mb": peak_kb / 1024 if peak_kb else None,
+        # The decode workers (collector/decode_pool.py), each its own process.
+        "decode_workers": len(workers1),
+        "decode_workers_cpu_s": sum(cpu - workers0.get(c, 0.0) for c, cpu in workers1.items()),
+        "decode_workers_peak_rss_mb": [kb / 1024 for kb in workers_peak_kb],
     }
 
 
@@ -831,6 +854,9 @@ def print_table(result: dict[str, Any]) -> None:
             )
             + f"; peak RSS {http['collector_peak_rss_mb'] or 0:,.0f} MB"
             + f" (idle {http['collector_rss_idle_mb'] or 0:,.0f} MB)"
+            + f"; {http['decode_workers']} decode worker(s): CPU"
+            + f" {http['decode_workers_cpu_s']:.1f} s, peak RSS"
+            + f" {', '.join(f'{mb:,.0f}' for mb in http['decode_workers_peak_rss_mb']) or '-'} MB"
         )
         threads = http.get("collector_cpu_by_thread_s") or {}
         if threads:
