@@ -425,6 +425,7 @@ class Collector:
         self.grpc_address = f"127.0.0.1:{self.grpc_port}"
         self.keep_dir = keep_dir
         self.proc: subprocess.Popen[bytes] | None = None
+        self.store_bytes = 0
         self.log_path = self.tmp / "collector.log"
         self._log = None
 
@@ -486,6 +487,10 @@ class Collector:
                 proc.wait(timeout=10)
         if self._log is not None:
             self._log.close()
+        # Disk use of the embedded store once the collector has shut down
+        # (its parts merged as far as ClickHouse got): spans, llm_calls, tool_calls.
+        chdb = self.data_dir / "chdb"
+        self.store_bytes = sum(f.stat().st_size for f in chdb.rglob("*") if f.is_file())
         if not self.keep_dir:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -749,6 +754,7 @@ def bench_collector(
         "client_cpu_s": (client1 - client0) if client0 is not None and client1 else None,
         "collector_rss_idle_mb": rss_idle_kb / 1024 if rss_idle_kb else None,
         "collector_peak_rss_mb": peak_kb / 1024 if peak_kb else None,
+        "store_mb_per_million_calls": collector.store_bytes / 2**20 / (calls or spans) * 1e6,
         # The decode workers (collector/decode_pool.py), each its own process.
         "decode_workers": len(workers1),
         "decode_workers_cpu_s": sum(cpu - workers0.get(c, 0.0) for c, cpu in workers1.items()),
@@ -845,6 +851,10 @@ def print_table(result: dict[str, Any]) -> None:
             + f"; busy retries {http['retries_busy']}"
         )
         print(
+            f"      embedded store on disk: {http['store_mb_per_million_calls']:,.0f} MB"
+            " per million calls (spans + llm_calls + tool_calls rows)"
+        )
+        print(
             f"      request latency p50 {http['request_latency_p50_ms']:.0f} ms, "
             f"max {http['request_latency_max_ms']:.0f} ms; collector CPU "
             + (
@@ -854,7 +864,7 @@ def print_table(result: dict[str, Any]) -> None:
             )
             + f"; peak RSS {http['collector_peak_rss_mb'] or 0:,.0f} MB"
             + f" (idle {http['collector_rss_idle_mb'] or 0:,.0f} MB)"
-            + f"; {http['decode_workers']} decode worker(s): CPU"
+            + f"; {http['decode_workers']} child processes (decode workers + tracker): CPU"
             + f" {http['decode_workers_cpu_s']:.1f} s, peak RSS"
             + f" {', '.join(f'{mb:,.0f}' for mb in http['decode_workers_peak_rss_mb']) or '-'} MB"
         )
