@@ -2,7 +2,8 @@
 
 Run by ``tokentrail proxy`` (``mitmdump -s proxy_addon/mitmdump_script.py``). Each hook
 does the least it can on the proxy's path — recognize the call, strip our
-headers, tap a stream — and leaves parsing and export to a worker thread.
+headers, tap a stream, journal the finished call — and leaves parsing and
+export to the exporter process it starts (``proxy_addon/exporter.py``).
 Every hook fails open: an exception is logged and counted, and the client's
 request and response pass through unchanged.
 """
@@ -14,6 +15,8 @@ import gc
 import logging
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,20 +27,19 @@ from typing import Any
 import orjson
 from mitmproxy import ctx, http
 
-from ingest.redact import RedactionRules
 from proxy_addon.attribution import (
     OUR_PREFIX,
     api_key_fingerprint,
     attribute_request,
     strip_our_headers,
 )
-from proxy_addon.export import CallExporter, CapturedCall
+from proxy_addon.export import CapturedCall
+from proxy_addon.exporter import read_stats
 from proxy_addon.gateway import gateway_attributes
-from proxy_addon.journal import Journal
+from proxy_addon.journal import JournalWriter
 from proxy_addon.providers import identify
 from proxy_addon.providers.base import RequestFacts, RequestView
 from proxy_addon.retries import RetryTracker, request_key
-from proxy_addon.spool import Sender, Spool
 from proxy_addon.streams import StreamCapture, is_streamed
 
 log = logging.getLogger("tokentrail.proxy")
@@ -119,10 +121,9 @@ def request_view(request: http.Request) -> RequestView:
 class TokentrailAddon:
     def __init__(self) -> None:
         self.retries = RetryTracker()
-        self.exporter: CallExporter | None = None
-        self.sender: Sender | None = None
-        self.spool: Spool | None = None
-        self.journal: Journal | None = None
+        self.journal: JournalWriter | None = None
+        self.exporter: subprocess.Popen[bytes] | None = None
+        self.folder = Path()
         self.key_teams: dict[str, str] = {}
         self.hook_errors = 0
         self.chaos = False
@@ -147,23 +148,30 @@ class TokentrailAddon:
         self.chaos = ctx.options.tokentrail_chaos
         if ctx.options.tokentrail_key_teams and "tokentrail_key_teams" in updated:
             self.key_teams = orjson.loads(Path(ctx.options.tokentrail_key_teams).read_bytes())
-        if self.exporter is None:
-            data_dir = Path(ctx.options.tokentrail_data_dir) / "proxy"
-            self.spool = Spool(data_dir / "spool", ctx.options.tokentrail_spool_max_mb << 20)
-            api_key = ctx.options.tokentrail_api_key or os.environ.get("TOKENTRAIL_API_KEY", "")
-            self.sender = Sender(self.spool, ctx.options.tokentrail_collector_url, api_key)
-            self.sender.start()
-            self.journal = Journal(data_dir / "journal")
-            self.exporter = CallExporter(
-                self.spool,
-                RedactionRules.default(),
-                capture_content=ctx.options.tokentrail_content,
-                journal=self.journal,
-            )
-            for calls in self.journal.recover():
-                log.warning("replaying %d calls journaled by the previous run", len(calls))
-                self.exporter.replay(calls)
+        if self.journal is None:
+            self.folder = (Path(ctx.options.tokentrail_data_dir) / "proxy").resolve()
+            self.journal = JournalWriter(self.folder / "journal")
+            self.exporter = self._start_exporter()
             threading.Thread(target=self._log_stats, name="tokentrail-stats", daemon=True).start()
+
+    def _start_exporter(self) -> subprocess.Popen[bytes]:
+        api_key = ctx.options.tokentrail_api_key or os.environ.get("TOKENTRAIL_API_KEY", "")
+        command = [
+            sys.executable,
+            "-m",
+            "proxy_addon.exporter",
+            "--folder",
+            str(self.folder),
+            "--collector-url",
+            ctx.options.tokentrail_collector_url,
+            "--spool-max-mb",
+            str(ctx.options.tokentrail_spool_max_mb),
+            "--parent-pid",
+            str(os.getpid()),
+        ]
+        if not ctx.options.tokentrail_content:
+            command.append("--no-content")
+        return subprocess.Popen(command, env={**os.environ, "TOKENTRAIL_API_KEY": api_key})
 
     def running(self) -> None:
         # Everything allocated so far (mitmproxy, parsers, price data) lives
@@ -173,25 +181,33 @@ class TokentrailAddon:
 
     def done(self) -> None:
         self._stats_stop.set()
-        if self.exporter:
-            self.exporter.close()
         if self.journal:
             self.journal.close()
-        if self.sender:
-            self.sender.stop()
+        if self.exporter and self.exporter.poll() is None:
+            self.exporter.terminate()  # it drains the journal, then the spool for a moment
+            try:
+                self.exporter.wait(30)
+            except subprocess.TimeoutExpired:
+                self.exporter.kill()
 
     def stats(self) -> dict[str, int]:
-        spool = self.spool.stats if self.spool else None
+        exported = read_stats(self.folder)
         return {
-            "captured": self.exporter.captured if self.exporter else 0,
-            "failed_to_parse": self.exporter.parse_failures if self.exporter else 0,
+            "journaled": self.journal.appended if self.journal else 0,
             "hook_errors": self.hook_errors,
-            "journal_pending": self.journal.pending if self.journal else 0,
-            "spooled": spool.spooled if spool else 0,
-            "sent": spool.sent if spool else 0,
-            "dropped": spool.dropped if spool else 0,
-            "dropped_calls": self.exporter.dropped_calls if self.exporter else 0,
-            "spool_bytes": self.spool.size_bytes if self.spool else 0,
+            **{
+                key: exported.get(key, 0)
+                for key in (
+                    "captured",
+                    "failed_to_parse",
+                    "journal_bytes_behind",
+                    "spooled",
+                    "sent",
+                    "dropped",
+                    "dropped_calls",
+                    "spool_bytes",
+                )
+            },
         }
 
     def _log_stats(self) -> None:
@@ -298,8 +314,8 @@ class TokentrailAddon:
         streamed: bool,
         error: str,
     ) -> None:
-        """Journal the call (mitmproxy sends the response's end only after
-        this hook returns) and queue it for parsing and export."""
+        """Journal the call: mitmproxy sends the response's end only after
+        this hook returns, and the exporter process takes it from there."""
         state.done = True
         self.retries.finish(state.retry_key, failed=status >= 400 or status == 0)
         address = (
@@ -324,10 +340,5 @@ class TokentrailAddon:
             server_port=address[1] if address else flow.request.port,
             attributes=state.attributes,
         )
-        assert self.exporter is not None and self.journal is not None
-        try:
-            ticket = self.journal.append(call)
-        except OSError:  # a full disk must not cost the call its export too
-            ticket = 0
-            log.exception("tokentrail addon: could not journal a call; exporting it anyway")
-        self.exporter.submit(call, ticket)
+        assert self.journal is not None
+        self.journal.append(call)

@@ -1,17 +1,15 @@
 """A captured call → an OTel GenAI span → the spool, off the request path.
 
-The addon journals each finished flow and hands it to ``CallExporter.submit``;
-a worker thread parses it (the wire-format module), redacts content, builds a
-span with the OpenTelemetry SDK (GenAI semantic conventions plus
-``tokentrail.*``), spools batches encoded by the SDK's OTLP encoder and then
-releases them from the journal.
+The addon journals each finished flow; the exporter process
+(``proxy_addon/exporter.py``) reads it back and calls ``spool_calls``: parse
+(the wire-format module), redact content, build a span with the OpenTelemetry
+SDK (GenAI semantic conventions plus ``tokentrail.*``) and spool batches
+encoded by the SDK's OTLP encoder.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +21,6 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from ingest.redact import RedactionRules, redact_text
-from proxy_addon.journal import Journal
 from proxy_addon.providers import format_module
 from proxy_addon.providers.base import CallFacts, RequestFacts, ResponseView
 from proxy_addon.spool import Spool
@@ -161,84 +158,32 @@ def call_span(
     )
 
 
-class CallExporter:
-    """Parses and spools captured calls in a worker thread, in batches.
+@dataclass
+class ExportCounts:
+    captured: int = 0  # calls spooled as spans
+    failed_to_parse: int = 0
+    dropped_calls: int = 0  # calls the spool's bound refused (logged there)
 
-    Calls arrive with their journal ticket; once a batch is in the spool (or
-    deliberately dropped by its bound, counted) the journal lets it go.
-    """
 
-    def __init__(
-        self,
-        spool: Spool,
-        rules: RedactionRules,
-        capture_content: bool = True,
-        journal: Journal | None = None,
-        batch_size: int = 256,
-        max_queue: int = 100_000,
-    ) -> None:
-        self.spool = spool
-        self.rules = rules
-        self.capture_content = capture_content
-        self.journal = journal
-        self.batch_size = batch_size
-        self.queue: queue.Queue[tuple[CapturedCall, int] | None] = queue.Queue(max_queue)
-        self.captured = 0
-        self.parse_failures = 0
-        self.dropped_calls = 0  # calls the spool bound or a full queue refused
-        self.thread = threading.Thread(target=self._run, name="tokentrail-export", daemon=True)
-        self.thread.start()
-
-    def submit(self, call: CapturedCall, ticket: int = 0) -> None:
+def spool_calls(
+    calls: list[CapturedCall],
+    spool: Spool,
+    rules: RedactionRules,
+    capture_content: bool,
+    counts: ExportCounts,
+    resend: bool = False,
+) -> None:
+    """Parse calls into spans and put them in the spool as one OTLP request."""
+    spans = []
+    for call in calls:
         try:
-            self.queue.put_nowait((call, ticket))
-        except queue.Full:
-            self.dropped_calls += 1
-            log.error("export queue full: a call was not recorded")
-
-    def replay(self, calls: list[CapturedCall]) -> None:
-        """Spool calls a previous process journaled (some may have reached
-        the spool already: they are marked as possible resends)."""
-        for start in range(0, len(calls), self.batch_size):
-            self._spool(calls[start : start + self.batch_size], resend=True)
-
-    def _span(self, call: CapturedCall) -> ReadableSpan | None:
-        try:
-            return call_span(call, call_facts(call), self.capture_content, self.rules)
-        except Exception:  # a parser bug must not stop the worker
-            self.parse_failures += 1
+            spans.append(call_span(call, call_facts(call), capture_content, rules))
+        except Exception:  # a parser bug must not stop the exporter
+            counts.failed_to_parse += 1
             log.exception("could not parse a %s call", call.request.format)
-            return None
-
-    def _spool(self, calls: list[CapturedCall], resend: bool = False) -> None:
-        spans = [s for s in (self._span(c) for c in calls) if s is not None]
-        if not spans:
-            return
-        if self.spool.put(encode_spans(spans).SerializeToString(), resend=resend):
-            self.captured += len(spans)
-        else:
-            self.dropped_calls += len(spans)
-
-    def _run(self) -> None:
-        while True:
-            first = self.queue.get()
-            if first is None:
-                return
-            batch = [first]
-            # Whatever else is already waiting goes into the same OTLP request.
-            while len(batch) < self.batch_size:
-                try:
-                    item = self.queue.get(timeout=0.05)
-                except queue.Empty:
-                    break
-                if item is None:
-                    self.queue.put(None)
-                    break
-                batch.append(item)
-            self._spool([call for call, _ in batch])
-            if self.journal is not None:
-                self.journal.release(batch[-1][1])
-
-    def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join(10)
+    if not spans:
+        return
+    if spool.put(encode_spans(spans).SerializeToString(), resend=resend):
+        counts.captured += len(spans)
+    else:
+        counts.dropped_calls += len(spans)

@@ -1,20 +1,21 @@
 """The proxy's journal: each call is on disk before its client sees the end.
 
 The addon appends a finished call here in the ``response``/``error`` hook,
-which mitmproxy runs before it sends the end of the response to the client;
-the export worker releases calls once they are in the spool. A proxy killed
-at any moment therefore restarts with every call its clients saw complete
-either in the spool or in the journal, and replays the journal.
+which mitmproxy runs before it sends the end of the response to the client.
+The exporter process (``proxy_addon/exporter.py``) reads the journal, parses
+and spools the calls, and deletes what it has spooled. So a proxy or exporter
+killed at any moment restarts with every call its clients saw complete on
+disk, and the proxy's event loop does no more than one ``write`` per call.
 
-Appends are one ``write`` each into the OS page cache — a few microseconds on
-the event loop, and safe against the process dying. A thread fsyncs every
-``sync_seconds``, which bounds what a host crash could lose (PostgreSQL's
-``synchronous_commit = off`` trade). Records are length + CRC framed, so a
-record cut off by a crash is recognized and skipped: its client never got
-the end of its response.
+Appends go into the OS page cache at once — safe against the process dying.
+A thread fsyncs every ``sync_seconds``, which bounds what a host crash could
+lose (PostgreSQL's ``synchronous_commit = off`` trade). Records are length +
+CRC framed: the reader waits for a record still being written at the end of
+the newest segment, and skips a torn one at the end of an older segment (its
+writer died mid-record, before its client got the response's end).
 
-Segments are named by their first ticket; a segment is deleted once every
-call in it was released.
+Segments are named by a sequence number; the writer starts a new one when
+the current one is large or old, so the reader can delete what it has done.
 """
 
 from __future__ import annotations
@@ -24,48 +25,49 @@ import os
 import pickle
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("tokentrail.proxy.journal")
 FRAME = struct.Struct("<II")  # payload length, CRC-32 of the payload
 SUFFIX = ".journal"
+CURSOR = "cursor"  # the reader's position: "<segment name> <offset>"
 
 
-def read_segment(path: Path) -> Iterator[Any]:
-    """The whole records of one segment, in order; stops at a torn tail."""
-    data = path.read_bytes()
-    offset = 0
-    while offset + FRAME.size <= len(data):
-        length, crc = FRAME.unpack_from(data, offset)
-        payload = data[offset + FRAME.size : offset + FRAME.size + length]
-        if len(payload) < length or zlib.crc32(payload) != crc:
-            log.warning("%s: a torn record at byte %d was skipped", path.name, offset)
-            return
-        yield pickle.loads(payload)
-        offset += FRAME.size + length
+def segments(folder: Path) -> list[Path]:
+    return sorted(folder.glob(f"*{SUFFIX}"))
 
 
-class Journal:
+class JournalWriter:
+    """The proxy's side: append records, roll segments, fsync in the background."""
+
     def __init__(
-        self, folder: Path, segment_bytes: int = 16 << 20, sync_seconds: float = 1.0
+        self,
+        folder: Path,
+        segment_bytes: int = 16 << 20,
+        segment_seconds: float = 5.0,
+        sync_seconds: float = 1.0,
     ) -> None:
         self.folder = folder
         self.segment_bytes = segment_bytes
-        self.roll_released_bytes = 1 << 20
+        self.segment_seconds = segment_seconds
         folder.mkdir(parents=True, exist_ok=True)
-        self.left_over = sorted(folder.glob(f"*{SUFFIX}"))  # a previous run's, see recover()
+        # Numbers go on from the newest segment, or from the reader's cursor
+        # when it has deleted them all (a lower number would sort before it).
+        names = [p.name for p in segments(folder)] + [JournalReader(folder).position.segment]
+        newest = max(names)
+        self._next_segment = 1 + (int(newest.removesuffix(SUFFIX)) if newest else 0)
         self._lock = threading.Lock()
-        self._next_ticket = 1 + max((int(p.stem) for p in self.left_over), default=0)
-        self._closed: list[tuple[int, Path]] = []  # (last ticket, path) of full segments
-        self._released = self._next_ticket - 1  # tickets count on from the last run's
         self._fd = -1
-        self._path = Path()
         self._size = 0
+        self._opened = 0.0
         self._dirty = False
         self._unsynced: list[int] = []  # descriptors of rolled segments to fsync and close
+        self.appended = 0
         self._stop = threading.Event()
         self._open_segment()
         self._syncer = threading.Thread(
@@ -73,58 +75,27 @@ class Journal:
         )
         self._syncer.start()
 
-    # -- recovery ----------------------------------------------------------
-    def recover(self) -> Iterator[list[Any]]:
-        """The calls a previous process journaled, one segment at a time;
-        each segment is deleted once the caller has taken the next one."""
-        for path in self.left_over:
-            calls = list(read_segment(path))
-            if calls:
-                yield calls
-            path.unlink()
-        self.left_over = []
-
-    # -- the request path --------------------------------------------------
-    def append(self, record: Any) -> int:
-        """Write one record; return its ticket for ``release``."""
+    def append(self, record: Any) -> None:
         payload = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
         frame = FRAME.pack(len(payload), zlib.crc32(payload)) + payload
         with self._lock:
-            ticket = self._next_ticket
-            self._next_ticket += 1
+            if self._size and (
+                self._size + len(frame) > self.segment_bytes
+                or time.monotonic() - self._opened > self.segment_seconds
+            ):
+                self._unsynced.append(self._fd)
+                self._open_segment()
             os.write(self._fd, frame)
             self._size += len(frame)
             self._dirty = True
-            if self._size >= self.segment_bytes:
-                self._closed.append((ticket, self._path))
-                self._unsynced.append(self._fd)
-                self._open_segment()
-        return ticket
+            self.appended += 1
 
-    def release(self, ticket: int) -> None:
-        """Every call up to ``ticket`` is in the spool: forget it."""
-        with self._lock:
-            self._released = max(self._released, ticket)
-            done = [path for last, path in self._closed if last <= self._released]
-            self._closed = [item for item in self._closed if item[0] > self._released]
-            if self._size >= self.roll_released_bytes and self.pending == 0:
-                # All caught up: start afresh, so a restart replays little.
-                done.append(self._path)
-                self._unsynced.append(self._fd)
-                self._open_segment()
-        for path in done:
-            path.unlink(missing_ok=True)
-
-    @property
-    def pending(self) -> int:
-        """Calls journaled and not yet released."""
-        return self._next_ticket - 1 - self._released
-
-    # -- internals ---------------------------------------------------------
     def _open_segment(self) -> None:
-        self._path = self.folder / f"{self._next_ticket:020d}{SUFFIX}"
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        path = self.folder / f"{self._next_segment:020d}{SUFFIX}"
+        self._next_segment += 1
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._size = 0
+        self._opened = time.monotonic()
 
     def _sync_loop(self, seconds: float) -> None:
         while not self._stop.wait(seconds):
@@ -140,11 +111,98 @@ class Journal:
             os.close(fd)
 
     def close(self) -> None:
-        """Stop syncing; whatever was not released stays for the next run."""
         self._stop.set()
         self._syncer.join(5)
         self.sync()
         with self._lock:
             os.close(self._fd)
-            if self.pending == 0:
-                self._path.unlink(missing_ok=True)
+
+
+@dataclass
+class Position:
+    segment: str  # file name
+    offset: int
+
+
+class JournalReader:
+    """The exporter's side: records after the saved cursor, in order."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.position = self._load_cursor()
+
+    def _load_cursor(self) -> Position:
+        try:
+            name, offset = (self.folder / CURSOR).read_text().split()
+            return Position(name, int(offset))
+        except (OSError, ValueError):
+            return Position("", 0)
+
+    def save(self, position: Position) -> None:
+        """Everything before ``position`` is spooled; delete finished segments."""
+        self.position = position
+        tmp = self.folder / f"{CURSOR}.tmp"
+        tmp.write_text(f"{position.segment} {position.offset}")
+        tmp.replace(self.folder / CURSOR)
+        for path in segments(self.folder):
+            if path.name >= position.segment:
+                break
+            path.unlink(missing_ok=True)
+
+    def read(self, max_records: int) -> tuple[list[Any], Position]:
+        """Up to ``max_records`` whole records after the cursor and the position
+        after them (pass it to ``save`` once they are spooled)."""
+        found: list[Any] = []
+        position = self.position
+        files = segments(self.folder)
+        for index, path in enumerate(files):
+            if path.name < position.segment:
+                continue
+            offset = position.offset if path.name == position.segment else 0
+            newest = index == len(files) - 1
+            records, offset, torn = _read_from(path, offset, max_records - len(found))
+            found += records
+            position = Position(path.name, offset)
+            if len(found) >= max_records:
+                break
+            if newest:
+                break  # a torn record here may still be being written: wait for it
+            if torn:
+                log.warning("%s: a torn record at byte %d was skipped", path.name, offset)
+            if index + 1 < len(files):
+                position = Position(files[index + 1].name, 0)
+        return found, position
+
+    def records_behind(self) -> int:
+        """Bytes not yet read (for the stats line): a cheap stand-in for a count."""
+        total = 0
+        for path in segments(self.folder):
+            if path.name >= self.position.segment:
+                size = path.stat().st_size
+                total += size - (self.position.offset if path.name == self.position.segment else 0)
+        return total
+
+
+def _read_from(path: Path, offset: int, limit: int) -> tuple[list[Any], int, bool]:
+    """(records, offset after them, whether an incomplete/corrupt record follows)."""
+    records: list[Any] = []
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        while len(records) < limit:
+            header = handle.read(FRAME.size)
+            if len(header) < FRAME.size:
+                return records, offset, bool(header)
+            length, crc = FRAME.unpack(header)
+            payload = handle.read(length)
+            if len(payload) < length or zlib.crc32(payload) != crc:
+                return records, offset, True
+            records.append(pickle.loads(payload))
+            offset += FRAME.size + length
+    return records, offset, False
+
+
+def read_all(folder: Path) -> Iterator[Any]:
+    """Every whole record in the journal (tests, inspection)."""
+    for path in segments(folder):
+        yield from _read_from(path, 0, 1 << 62)[0]

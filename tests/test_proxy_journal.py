@@ -13,7 +13,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 from ingest.redact import RedactionRules
 from proxy_addon.export import CapturedCall, call_facts, call_span
-from proxy_addon.journal import Journal, read_segment
+from proxy_addon.journal import JournalReader, JournalWriter, read_all, segments
 from proxy_addon.providers import openai
 from proxy_addon.providers.base import RequestView
 from proxy_addon.spool import Spool
@@ -83,48 +83,76 @@ def captured_chat(response_id: str, team: str, stream: bool = False) -> Captured
     )
 
 
-def crash(journal: Journal) -> None:
+def crash(journal: JournalWriter) -> None:
     """Leave the journal as a killed process would: no sync, no close."""
     journal._stop.set()
     journal._syncer.join()
     os.close(journal._fd)
 
 
-def test_journal_keeps_what_was_not_released_and_skips_a_torn_record(tmp_path: Path) -> None:
-    journal = Journal(tmp_path, segment_bytes=300)
-    tickets = [journal.append({"n": n, "pad": "x" * 100}) for n in range(6)]
-    assert tickets == [1, 2, 3, 4, 5, 6] and journal.pending == 6
-    journal.release(4)  # the first two-call segments are spooled: their files go
-    assert journal.pending == 2
-    remaining = sorted(tmp_path.glob("*.journal"))
-    kept = [record["n"] for path in remaining for record in read_segment(path)]
-    assert kept[-2:] == [4, 5] and 0 not in kept
-    # The process dies in the middle of writing a record.
-    with remaining[-1].open("ab") as handle:
-        handle.write(b"\x40\x00\x00\x00garbage")
-    crash(journal)
-    reopened = Journal(tmp_path)
-    recovered = [r["n"] for calls in reopened.recover() for r in calls]
-    assert recovered[-2:] == [4, 5] and 0 not in recovered
-    assert not list(tmp_path.glob("*.journal"))[:-1]  # only the new, empty segment is left
-    reopened.close()
+def test_the_reader_takes_records_in_order_and_deletes_finished_segments(
+    tmp_path: Path,
+) -> None:
+    writer = JournalWriter(tmp_path, segment_bytes=300)
+    for n in range(6):
+        writer.append({"n": n, "pad": "x" * 100})
+    assert len(segments(tmp_path)) == 3  # two records a segment
+    reader = JournalReader(tmp_path)
+    first, position = reader.read(3)
+    assert [r["n"] for r in first] == [0, 1, 2]
+    reader.save(position)  # spooled: the first segment goes
+    assert len(segments(tmp_path)) == 2
+    again = JournalReader(tmp_path)  # a restarted exporter resumes at the cursor
+    rest, position = again.read(10)
+    assert [r["n"] for r in rest] == [3, 4, 5]
+    again.save(position)
+    assert again.read(10)[0] == []
+    writer.close()
 
 
-def test_journal_starts_a_fresh_segment_once_everything_is_released(tmp_path: Path) -> None:
-    journal = Journal(tmp_path)
-    journal.roll_released_bytes = 200
-    for n in range(4):
-        journal.release(journal.append({"n": n, "pad": "y" * 100}))
-    segments = list(tmp_path.glob("*.journal"))
-    assert len(segments) == 1 and sum(1 for _ in read_segment(segments[0])) < 4
-    journal.close()
-    assert not list(tmp_path.glob("*.journal"))  # nothing pending: nothing left
+def test_a_torn_record_is_waited_for_while_newest_and_skipped_once_not(
+    tmp_path: Path,
+) -> None:
+    writer = JournalWriter(tmp_path)
+    writer.append({"n": 0})
+    crash(writer)
+    with segments(tmp_path)[-1].open("ab") as handle:
+        handle.write(b"\x40\x00\x00\x00garbage")  # the writer died mid-record
+    reader = JournalReader(tmp_path)
+    records, position = reader.read(10)
+    assert [r["n"] for r in records] == [0]
+    reader.save(position)
+    assert reader.read(10)[0] == []  # maybe still being written: wait
+    restarted = JournalWriter(tmp_path)  # a new proxy starts a newer segment
+    restarted.append({"n": 1})
+    records, position = reader.read(10)
+    assert [r["n"] for r in records] == [1]  # the torn record was skipped
+    reader.save(position)
+    assert len(segments(tmp_path)) == 1
+    restarted.close()
+
+
+def test_segment_numbers_go_on_after_the_reader_deleted_them_all(tmp_path: Path) -> None:
+    writer = JournalWriter(tmp_path, segment_seconds=0)
+    writer.append({"n": 0})
+    writer.append({"n": 1})  # too old: a new segment
+    writer.close()
+    reader = JournalReader(tmp_path)
+    records, position = reader.read(10)
+    reader.save(position)
+    for path in segments(tmp_path):
+        path.unlink()
+    later = JournalWriter(tmp_path)
+    later.append({"n": 2})
+    assert [r["n"] for r in JournalReader(tmp_path).read(10)[0]] == [2]
+    later.close()
 
 
 def test_a_journaled_call_parses_like_a_live_one(tmp_path: Path) -> None:
-    journal = Journal(tmp_path)
-    journal.append(captured_chat("chatcmpl-live", "t", stream=True))
-    (restored,) = next(Journal(tmp_path).recover())
+    writer = JournalWriter(tmp_path)
+    writer.append(captured_chat("chatcmpl-live", "t", stream=True))
+    writer.close()
+    (restored,) = read_all(tmp_path)
     facts = call_facts(restored)
     assert facts.provider_request_id == "chatcmpl-live"
     assert (facts.input_tokens, facts.output_tokens) == (11, 2)
@@ -172,7 +200,7 @@ def test_a_restarted_proxy_delivers_its_journal_and_spool_exactly_once(
         == 200
     )
     Spool(folder / "spool", fsync=False).put(body)  # sent, not yet deleted
-    journal = Journal(folder / "journal")
+    journal = JournalWriter(folder / "journal")
     calls = [
         delivered,
         captured_chat("chatcmpl-j1", "journal-team"),
@@ -191,5 +219,6 @@ def test_a_restarted_proxy_delivers_its_journal_and_spool_exactly_once(
         assert ids == ["chatcmpl-delivered", "chatcmpl-j1", "chatcmpl-j2"], json.dumps(ids)
     finally:
         proxy.stop()
-    assert "replaying 3 calls journaled by the previous run" in proxy.log_tail()
-    assert not list((folder / "journal").glob("*.journal"))  # clean stop: all released
+    # The exporter read it all: only the stopped proxy's own (empty) segment is left.
+    (left,) = segments(folder / "journal")
+    assert left.stat().st_size == 0
