@@ -41,8 +41,9 @@ class Settings(BaseSettings):
     queue_max_rows: int = 200_000
     max_request_bytes: int = 64 * 1024 * 1024
     # Processes that decode OTLP requests (collector/decode_pool.py); 0 = in
-    # the collector's own process.
-    decode_workers: int = Field(default=1, ge=0, le=64)
+    # the collector's own process: the smallest footprint, and enough for a
+    # 2-core machine where the store needs the other core.
+    decode_workers: int = Field(default=0, ge=0, le=64)
     wal_fsync: bool = True
 
     # Content columns (prompts, responses, tool arguments/results) expire
