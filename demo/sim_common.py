@@ -333,10 +333,8 @@ def fit_text(text: str, tokens: int) -> str:
     """Repeat or cut ``text`` to exactly 4*tokens characters."""
     target = 4 * tokens
     base = text.strip() or "token"
-    out = base
-    while len(out) < target:
-        out = f"{out} {base}"
-    out = out[:target]
+    # One join, not repeated concatenation: a 10 MB answer would be quadratic.
+    out = " ".join([base] * (target // (len(base) + 1) + 1))[:target]
     # A trailing space would vanish in some clients' rendering; keep the length exact.
     return out[:-1] + "." if out.endswith(" ") else out
 

@@ -36,6 +36,9 @@ OpenAI o*/gpt-5 and Gemini "2.5"/"thinking" models; OpenAI and Gemini prompts of
 ``RunningSimulator.requests[i].usage`` holds the usage the client saw, normalized to
 WIRE-FORMATS.md's rule (None if the response carried none).
 
+Load runs pass ``record_requests=False`` (``--no-record``): the request log, which keeps
+every request and response body, would otherwise grow for as long as the run lasts.
+
 Run standalone: ``python -m demo.simulator --port 9000 [--certfile F --keyfile F]``.
 """
 
@@ -160,7 +163,8 @@ async def _serve(
         provider=provider,
         received_at=time.time(),
     )
-    state.log.append(record)
+    if request.app.state.record_requests:
+        state.log.append(record)
     ctx = SimContext(request, state, record, {}, provider, _request_id(provider), params)
     errors = _ERRORS[provider]
     try:
@@ -184,6 +188,8 @@ async def _serve(
     except SimError as exc:
         response = errors(ctx, exc.status, exc.message)
     record.status = response.status_code
+    if not request.app.state.record_requests:
+        return response
     return _RecordingBody(response, record)  # type: ignore[return-value]
 
 
@@ -227,7 +233,8 @@ async def _fallback(request: Request) -> Response:
         received_at=time.time(),
         status=404,
     )
-    state.log.append(record)
+    if request.app.state.record_requests:
+        state.log.append(record)
     body = {"error": {"message": f"No simulated route for {request.method} {request.url.path}"}}
     return JSONResponse(body, status_code=404)
 
@@ -239,8 +246,11 @@ async def _health(request: Request) -> Response:
 _log_filter_installed = False
 
 
-def create_simulator(config: SimulatorConfig | None = None) -> Starlette:
-    """The simulator as an ASGI app; ``app.state.sim`` holds its state and request log."""
+def create_simulator(
+    config: SimulatorConfig | None = None, record_requests: bool = True
+) -> Starlette:
+    """The simulator as an ASGI app; ``app.state.sim`` holds its state and request log
+    (left empty with ``record_requests=False``)."""
     global _log_filter_installed
     if not _log_filter_installed:
         logging.getLogger("uvicorn.error").addFilter(InterruptLogFilter())
@@ -268,6 +278,7 @@ def create_simulator(config: SimulatorConfig | None = None) -> Starlette:
     ]
     app = Starlette(routes=routes)
     app.state.sim = SimulatorState(config or SimulatorConfig())
+    app.state.record_requests = record_requests
     return app
 
 
@@ -363,9 +374,14 @@ def start_simulator(
     certfile: str | None = None,
     keyfile: str | None = None,
     config: SimulatorConfig | None = None,
+    record_requests: bool = True,
 ) -> RunningSimulator:
-    """Serve a new simulator in a background thread; returns once it is listening."""
-    return RunningSimulator(create_simulator(config), host, port, certfile, keyfile).start()
+    """Serve a new simulator in a background thread; returns once it is listening.
+
+    ``record_requests=False`` keeps no request log (``requests`` stays empty), so memory
+    stays flat under sustained load."""
+    app = create_simulator(config, record_requests)
+    return RunningSimulator(app, host, port, certfile, keyfile).start()
 
 
 def _parse_outage(text: str) -> Outage:
@@ -382,6 +398,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--certfile")
     parser.add_argument("--keyfile")
+    parser.add_argument(
+        "--no-record", action="store_true", help="keep no request log (long load runs)"
+    )
+    parser.add_argument("--log-level", default="info", help="uvicorn's (warning: no access log)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--token-delay-ms", type=float, default=0.0)
     parser.add_argument("--latency-ms", type=float, default=0.0)
@@ -417,12 +437,12 @@ def main(argv: list[str] | None = None) -> None:
         azure_deployments=dict(item.split("=", 1) for item in args.azure_deployment),
     )
     uvicorn.run(
-        create_simulator(config),
+        create_simulator(config, record_requests=not args.no_record),
         host=args.host,
         port=args.port,
         ssl_certfile=args.certfile,
         ssl_keyfile=args.keyfile,
-        log_level="info",
+        log_level=args.log_level,
     )
 
 
