@@ -150,11 +150,12 @@ class JournalReader:
                 break
             path.unlink(missing_ok=True)
 
-    def read(self, max_records: int) -> tuple[list[Any], Position]:
-        """Up to ``max_records`` whole records after the cursor and the position
-        after them (pass it to ``save`` once they are spooled)."""
+    def read(self, max_records: int, start: Position | None = None) -> tuple[list[Any], Position]:
+        """Up to ``max_records`` whole records after ``start`` (default: the
+        saved cursor) and the position after them (pass it to ``save`` once
+        they are spooled)."""
         found: list[Any] = []
-        position = self.position
+        position = start or self.position
         files = segments(self.folder)
         for index, path in enumerate(files):
             if path.name < position.segment:
