@@ -25,7 +25,9 @@ drained, every response id the clients saw succeed is in ``llm_calls`` exactly
 once, and every span id the collector acknowledged likewise (read through the
 collector's read-only SQL endpoint with the admin key). Exit 1 if a call or
 span was lost or stored twice, a call failed at the client, or the collector or
-a proxy went above ``--rss-bound-mb`` (500); the reasons are printed. Speed is
+a proxy (each a whole process tree) went above ``--rss-bound-mb`` (500) of private
+memory — RSS minus mapped files, since the collector maps chDB's ~550 MB engine
+library, file-backed and shared; both figures are printed. The reasons are printed. Speed is
 reported, never judged. Everything is bounded by ``--timeout``; processes and
 the temp dir are removed on any exit.
 """
@@ -322,7 +324,9 @@ def summarize(
             "peak_rss_mb": peak,
             # RSS minus mapped files: the collector maps chDB's ~550 MB library.
             "peak_anon_mb": anon,
-            "within_bound": {n: peak[n] <= args.rss_bound_mb for n in bounded},
+            # The bound is on private memory: the collector maps chDB's ~550 MB
+            # engine library, whose pages are file-backed, shared and reclaimable.
+            "within_bound": {n: anon[n] <= args.rss_bound_mb for n in bounded},
         },
         "spool": {
             "peak_bytes": dict(run.sampler.peak_spool_bytes),
@@ -350,7 +354,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--large-stream-mb", type=float, default=10, help="size of each (10 MB)")
     p.add_argument("--large-span-batches", type=int, default=3, help="large OTLP requests (3)")
     p.add_argument("--large-span-batch", type=int, default=10_000, help="spans in each")
-    p.add_argument("--rss-bound-mb", type=float, default=500, help="collector/proxy bound")
+    p.add_argument(
+        "--rss-bound-mb", type=float, default=500, help="collector/proxy private-memory bound"
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     p.add_argument("--timeout", type=float, help="abort after this long (seconds + 600)")

@@ -52,8 +52,8 @@ def problems(result: dict[str, Any]) -> list[str]:
     for name, within in memory.get("within_bound", {}).items():
         if not within:
             found.append(
-                f"{name} peaked at {memory['peak_rss_mb'][name]:.0f} MB RSS, above the "
-                f"{memory['bound_mb']} MB bound"
+                f"{name} peaked at {memory['peak_anon_mb'][name]:.0f} MB of private memory"
+                f" (RSS minus mapped files), above the {memory['bound_mb']} MB bound"
             )
     return found
 
@@ -95,7 +95,7 @@ def print_report(r: dict[str, Any]) -> None:
     print(
         "peak RSS MB  "
         + ", ".join(f"{k} {v:,.0f}" for k, v in m["peak_rss_mb"].items())
-        + f"  (bound {m['bound_mb']:g} MB for collector and proxies: "
+        + f"  (bound {m['bound_mb']:g} MB of private memory for collector and proxies: "
         + ("within" if all(m["within_bound"].values()) else "EXCEEDED")
         + ")"
     )
