@@ -37,9 +37,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
-import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -52,11 +50,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve().as_posix() != _HE
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
-
 from bench.load_report import difference, print_report, problems, quotient, stats_ms  # noqa: E402
 from bench.load_stack import LoadStack, ProcessWatch, Sampler, StoreCheck, zero_loss  # noqa: E402
-from bench.proxy import Deadline, log, machine  # noqa: E402
+from bench.proxy import Deadline, log, machine, run_bench  # noqa: E402
 from demo.loadgen import LoadGenerator, LoadReport  # noqa: E402
 
 TEAM = "load"
@@ -375,29 +371,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-
-    def terminated(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)  # unwinds through the cleanup
-
-    signal.signal(signal.SIGTERM, terminated)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        result = execute(args)
-    except KeyboardInterrupt:
-        log("interrupted; processes stopped and temp dir removed")
-        return 130
-    except (TimeoutError, RuntimeError, OSError, httpx.HTTPError) as exc:
-        log(f"error: {exc}")
-        return 1
-    if args.json:
-        print(json.dumps(result, indent=2, default=str))
-    else:
-        print_report(result)
+def load_verdict(result: dict[str, Any]) -> int:
     for problem in result["problems"]:
         log(f"FAILED: {problem}")
     return 0 if result["ok"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_bench(lambda: execute(args), args.json, print_report, load_verdict)
 
 
 if __name__ == "__main__":

@@ -1192,27 +1192,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_bench(
+    execute: Callable[[], dict[str, Any]],
+    as_json: bool,
+    print_report: Callable[[dict[str, Any]], None],
+    verdict: Callable[[dict[str, Any]], int],
+) -> int:
+    """Run a bench with its cleanup guaranteed, print the result, return the exit code."""
 
     def terminated(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)  # unwinds through the cleanup in run
+        raise SystemExit(128 + signum)  # unwinds through the bench's cleanup
 
     signal.signal(signal.SIGTERM, terminated)
     # Ctrl-C must unwind through the cleanup even where SIGINT was inherited as ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        result = run(args)
+        result = execute()
     except KeyboardInterrupt:
         log("interrupted; processes stopped and temp dir removed")
         return 130
     except (TimeoutError, RuntimeError, OSError, httpx.HTTPError) as exc:
         log(f"error: {exc}")
         return 1
-    if args.json:
+    if as_json:
         print(json.dumps(result, indent=2, default=str))
     else:
         print_report(result)
+    return verdict(result)
+
+
+def proxy_verdict(result: dict[str, Any]) -> int:
     if not result["all_requests_ok"]:
         log("error: not every request succeeded")
         return 1
@@ -1220,6 +1229,11 @@ def main(argv: list[str] | None = None) -> int:
         log("error: the collector did not record one llm_calls row per tokentrail request")
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_bench(lambda: run(args), args.json, print_report, proxy_verdict)
 
 
 if __name__ == "__main__":
