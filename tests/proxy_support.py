@@ -24,7 +24,8 @@ import pytest
 from demo.simulator import make_test_certificate, start_simulator
 from tests.conftest import ROOT
 
-STATS_LINE = re.compile(r"tokentrail stats ((?:\w+=-?\d+ ?)+)")
+# Only whole lines: one still being written must not be read as a shorter one.
+STATS_LINE = re.compile(r"tokentrail stats ((?:\w+=-?\d+ ?)+)\n")
 
 
 @dataclass
@@ -61,6 +62,8 @@ class ProxyProcess:
             "TOKENTRAIL_API_KEY": self.api_key,
             "PATH": "/usr/bin:/bin",
             "HOME": str(self.data_dir),
+            # The log shows each line as it is written (the stats lines are read live).
+            "PYTHONUNBUFFERED": "1",
         }
         if self.options:
             self.confdir.mkdir(parents=True, exist_ok=True)
