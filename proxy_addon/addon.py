@@ -40,7 +40,7 @@ from proxy_addon.journal import JournalWriter
 from proxy_addon.providers import identify
 from proxy_addon.providers.base import RequestFacts, RequestView
 from proxy_addon.retries import RetryTracker, request_key
-from proxy_addon.streams import StreamCapture, is_streamed
+from proxy_addon.streams import StreamCapture, ends_stream, is_streamed
 
 log = logging.getLogger("tokentrail.proxy")
 STATE = "tokentrail"  # key in flow.metadata
@@ -57,6 +57,7 @@ class FlowState:
     parent_span_id: int | None
     attributes: dict[str, Any]
     capture: StreamCapture | None = None
+    end_lines: tuple[bytes, ...] = ()  # the wire format's STREAM_END_LINES
     first_chunk_ns: int | None = None
     done: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -223,7 +224,7 @@ class TokentrailAddon:
         known = identify(view)
         if known is None:
             return
-        provider, _module, facts = known
+        provider, module, facts = known
         if any(name.startswith(OUR_PREFIX) for name in view.headers):
             strip_our_headers(flow.request.headers)
         try:
@@ -256,6 +257,7 @@ class TokentrailAddon:
             span_id=span_id,
             parent_span_id=joined[1] if joined else None,
             attributes=attributes,
+            end_lines=getattr(module, "STREAM_END_LINES", ()),
         )
 
     @fail_open
@@ -265,11 +267,15 @@ class TokentrailAddon:
             return
         if not is_streamed(state.request, flow.response.status_code, flow.response.headers):
             return
-        state.capture = StreamCapture(flow.response.headers.get("content-encoding", ""))
-        flow.response.stream = functools.partial(self._tap_chunk, state)
+        encoding = flow.response.headers.get("content-encoding", "")
+        state.capture = StreamCapture(encoding)
+        if encoding not in ("", "identity"):
+            state.end_lines = ()  # compressed: the lines are not visible in the chunks
+        flow.response.stream = functools.partial(self._tap_chunk, flow, state)
 
-    def _tap_chunk(self, state: FlowState, chunk: bytes) -> bytes:
-        """Called by mitmproxy for each streamed chunk: keep it, pass it on unchanged."""
+    def _tap_chunk(self, flow: http.HTTPFlow, state: FlowState, chunk: bytes) -> bytes:
+        """Called by mitmproxy for each streamed chunk: keep it, pass it on
+        unchanged — journaling the call first when the chunk ends the answer."""
         try:
             if chunk and state.first_chunk_ns is None:
                 state.first_chunk_ns = time.time_ns()
@@ -277,6 +283,8 @@ class TokentrailAddon:
                 raise RuntimeError("tokentrail_chaos: deliberate failure in the stream tap")
             if state.capture is not None:
                 state.capture.keep(chunk)
+                if state.end_lines and not state.done and ends_stream(chunk, state.end_lines):
+                    self._finish_response(flow, state)
         except Exception:
             self.hook_errors += 1
             state.capture = None  # stop capturing; the client still gets every byte
@@ -288,6 +296,10 @@ class TokentrailAddon:
         state: FlowState | None = flow.metadata.get(STATE)
         if state is None or state.done or flow.response is None:
             return
+        self._finish_response(flow, state)
+
+    def _finish_response(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        assert flow.response is not None
         response = flow.response
         headers = header_dict(response.headers)
         streamed = state.capture is not None or bool(response.stream)

@@ -31,6 +31,14 @@ def is_streamed(request: RequestFacts, status: int, headers: Mapping[str, str]) 
     return request.is_stream and "json" in content_type
 
 
+def ends_stream(chunk: bytes, end_lines: tuple[bytes, ...]) -> bool:
+    """Whether one of the format's last lines starts a line in this chunk.
+    (Content is JSON in ``data:`` lines, so it cannot start a line itself;
+    a line split across chunks is missed, and the call is journaled at the
+    stream's end instead.)"""
+    return any(chunk.startswith(line) or b"\n" + line in chunk for line in end_lines)
+
+
 class Decompressor:
     """Incremental gzip/deflate/br decoding; identity passes through."""
 

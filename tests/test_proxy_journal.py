@@ -17,7 +17,7 @@ from proxy_addon.journal import JournalReader, JournalWriter, read_all, segments
 from proxy_addon.providers import openai
 from proxy_addon.providers.base import RequestView
 from proxy_addon.spool import Spool
-from proxy_addon.streams import StreamCapture
+from proxy_addon.streams import StreamCapture, ends_stream
 from tests import proxy_support
 from tests.conftest import CollectorProcess, free_port
 from tests.proxy_support import ProxyProcess
@@ -222,3 +222,13 @@ def test_a_restarted_proxy_delivers_its_journal_and_spool_exactly_once(
     # The exporter read it all: only the stopped proxy's own (empty) segment is left.
     (left,) = segments(folder / "journal")
     assert left.stat().st_size == 0
+
+
+def test_a_stream_is_journaled_at_the_line_a_client_may_stop_at() -> None:
+    done = openai.STREAM_END_LINES
+    assert ends_stream(b"data: [DONE]\n\n", done)
+    assert ends_stream(b'data: {"choices": []}\n\ndata: [DONE]\n\n', done)
+    assert ends_stream(b"event: response.completed\ndata: {}\n\n", done)
+    # The words inside an answer's JSON do not start a line.
+    assert not ends_stream(b'data: {"content": "data: [DONE] event: message_stop"}\n\n', done)
+    assert not ends_stream(b"data: [DO", done)  # split: journaled at the stream's end instead

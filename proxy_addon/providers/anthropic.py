@@ -34,6 +34,8 @@ from proxy_addon.providers.base import (
 from proxy_addon.sse import SseDecoder
 
 FORMAT = "anthropic"
+# The SSE line after which a client may stop reading (see openai.STREAM_END_LINES).
+STREAM_END_LINES = (b"event: message_stop",)
 _ERROR_NOTE_LIMIT = 1024
 
 _MESSAGES_PATH = re.compile(r"(?:^|/)v1/messages/?$")

@@ -36,6 +36,14 @@ from proxy_addon.providers.base import (
 from proxy_addon.sse import SseDecoder, SseEvent
 
 FORMAT = "openai"
+# SSE lines after which a client may stop reading (the SDK does at [DONE]):
+# the proxy journals the call as such a line passes, not at the stream's end.
+STREAM_END_LINES = (
+    b"data: [DONE]",
+    b"event: response.completed",
+    b"event: response.incomplete",
+    b"event: response.failed",
+)
 MAX_CONTENT_BYTES = 64 * 1024
 MAX_TOOL_CALLS = 256  # per stream; more is a broken or hostile server
 MAX_CHOICES = 128  # per stream (the request's `n`)
