@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from tokentrail.settings import Settings
@@ -125,5 +126,8 @@ def run_mitmdump(args: list[str], api_key: str) -> int:
 
     # The key goes by environment, not by argument, so `ps` never shows it.
     os.environ["TOKENTRAIL_API_KEY"] = api_key
+    # Log lines (the stats line among them) reach a file or pipe as they are
+    # written, not in 8 KB blocks minutes later.
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     mitmdump(args)
     return 0

@@ -1,49 +1,88 @@
-"""The decode pool: worker processes give the same rows as the collector's own
-process, bad input is still a clear error, and a dead worker is replaced."""
+"""The decode pool (TOKENTRAIL_DECODE_WORKERS): a collector whose requests are
+decoded in worker processes stores the rows one decoding in-process would,
+answers bad input the same way, and replaces a worker that dies."""
 
 from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from collector.decode_pool import DecodePool, pipeline_config
-from ingest.otlp import OtlpDecodeError
+from tests.conftest import CollectorProcess, collector_env, free_port
 from tests.test_writer import otlp_body
-from tokentrail.settings import Settings
+
+PROTOBUF = {"Content-Type": "application/x-protobuf"}
+COMPARED = "trace_id, span_id, provider, request_model, input_tokens, cost_usd, status"
 
 
 @pytest.fixture(scope="module")
-def pools(tmp_path_factory: pytest.TempPathFactory):
-    data_dir = tmp_path_factory.mktemp("decode")
-    here = Settings(data_dir=data_dir, decode_workers=0)
-    there = Settings(data_dir=data_dir, decode_workers=1)
-    in_process, workers = (DecodePool(s, pipeline_config(s)) for s in (here, there))
-    yield in_process, workers
-    workers.close()
+def collectors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[CollectorProcess]]:
+    started = []
+    for workers in ("0", "1"):
+        proc = CollectorProcess(
+            tmp_path_factory.mktemp(f"decode{workers}") / "data",
+            free_port(),
+            collector_env(TOKENTRAIL_DECODE_WORKERS=workers),
+        )
+        proc.start()
+        started.append(proc)
+    yield started
+    for proc in started:
+        proc.stop()
 
 
-def test_workers_give_the_rows_the_collector_would(pools) -> None:
-    in_process, workers = pools
+def stored(collector: CollectorProcess, count: int) -> list[dict]:
+    def rows() -> list[dict]:
+        answer = collector.post(
+            "/api/v1/sql", json={"sql": f"SELECT {COMPARED} FROM llm_calls ORDER BY span_id"}
+        )
+        answer.raise_for_status()
+        found = answer.json()["rows"]
+        return found if len(found) >= count else []
+
+    return collector.wait_for(rows)
+
+
+def worker_pids(collector: CollectorProcess) -> list[int]:
+    assert collector.process is not None
+    pid = collector.process.pid
+    children = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        children += Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+    return [
+        int(c)
+        for c in children
+        if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()  # not the resource tracker
+    ]
+
+
+def test_workers_store_the_rows_the_collector_would(collectors) -> None:
+    in_process, with_workers = collectors
     body = otlp_body(0, 50)
-    mine = in_process.process(body, "application/x-protobuf", None)
-    theirs = workers.process(body, "application/x-protobuf", None)
-    assert (theirs.spans, theirs.rejected) == (mine.spans, mine.rejected) == (50, 0)
-    for name, table in mine.batch.tables.items():
-        assert theirs.batch.tables[name].equals(table), name
+    for collector in collectors:
+        assert collector.post("/v1/traces", content=body, headers=PROTOBUF).status_code == 200
+    assert len(worker_pids(with_workers)) == 1
+    assert stored(with_workers, 50) == stored(in_process, 50)
 
 
-def test_bad_input_is_the_same_error_from_a_worker(pools) -> None:
-    _, workers = pools
-    with pytest.raises(OtlpDecodeError):
-        workers.process(b"\xff\x00 not protobuf", "application/x-protobuf", None)
+def test_bad_input_is_the_same_400_from_a_worker(collectors) -> None:
+    answers = [
+        c.post("/v1/traces", content=b"\xff\x00 not protobuf", headers=PROTOBUF)
+        for c in collectors
+    ]
+    assert [a.status_code for a in answers] == [400, 400]
+    assert answers[0].text == answers[1].text
 
 
-def test_a_killed_worker_is_replaced_and_the_request_still_processed(pools) -> None:
-    _, workers = pools
-    for pid in list(workers._executor._processes):  # type: ignore[union-attr]
-        os.kill(pid, signal.SIGKILL)
-    done = workers.process(otlp_body(0, 5), "application/x-protobuf", None)
-    assert done.spans == 5
-    assert workers.process(otlp_body(5, 5), "application/x-protobuf", None).spans == 5
+def test_a_killed_worker_is_replaced_and_no_request_fails(collectors) -> None:
+    _, with_workers = collectors
+    (worker,) = worker_pids(with_workers)
+    os.kill(worker, signal.SIGKILL)
+    for first in (100, 200):  # the first finds the pool broken, the second the new one
+        answer = with_workers.post("/v1/traces", content=otlp_body(first, 5), headers=PROTOBUF)
+        assert answer.status_code == 200, answer.text
+    assert len(stored(with_workers, 60)) == 60
+    assert worker_pids(with_workers) not in ([], [worker])
