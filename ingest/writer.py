@@ -181,14 +181,26 @@ class BatchWriter:
     # -- replay ------------------------------------------------------------
     def replay(self, process: Callable[[bytes, int], TableBatch]) -> int:
         """Store WAL records left from a previous run, skipping rows the store
-        already has (the crash came between the insert and the checkpoint)."""
+        already has (the crash came between the insert and the checkpoint).
+        Records go in batches of up to ``max_rows``: one lookup and one insert
+        per batch, so a restart behind a long WAL is quick."""
         replayed = 0
-        for seq, kind, payload in self.wal.pending():
-            batch = process(payload, kind)
-            write_tables(self.store, [without_stored(self.store, batch)])
-            self.wal.checkpoint(seq)
+        pending: list[tuple[int, TableBatch]] = []
+
+        def store_pending() -> None:
+            batch = concat_batches([batch for _, batch in pending])
+            write_tables(self.store, without_duplicates(self.store, [batch], check_all=True))
+            self.wal.checkpoint(pending[-1][0])
             self._merge_twins([batch])
+            pending.clear()
+
+        for seq, kind, payload in self.wal.pending():
+            pending.append((seq, process(payload, kind)))
             replayed += 1
+            if sum(batch.rows for _, batch in pending) >= self.max_rows:
+                store_pending()
+        if pending:
+            store_pending()
         self.stats.replayed_records += replayed
         return replayed
 
@@ -219,7 +231,7 @@ def without_duplicates(
     store: Store, batches: list[TableBatch], check_all: bool = False
 ) -> list[TableBatch]:
     """Drop rows of resent batches (or of all, with ``check_all``) that the
-    store has, or that an earlier batch of this write carries."""
+    store has, or that an earlier row of this write carries."""
     seen: dict[str, set[str]] = {name: set() for name in TABLES}
     kept: list[TableBatch] = []
     for batch in batches:
@@ -227,15 +239,25 @@ def without_duplicates(
             batch = without_stored(store, batch)
             tables = {}
             for name, table in batch.tables.items():
-                keys = _identity_values(name, table) if table.num_rows else []
-                fresh = pa.array([key not in seen[name] for key in keys], pa.bool_())
-                tables[name] = table.filter(fresh) if table.num_rows else table
+                first = []
+                for key in _identity_values(name, table) if table.num_rows else []:
+                    first.append(key not in seen[name])
+                    seen[name].add(key)
+                tables[name] = table.filter(pa.array(first, pa.bool_())) if first else table
             batch = TableBatch(tables=tables, unpriced_calls=batch.unpriced_calls)
-        for name, table in batch.tables.items():
-            if table.num_rows:
-                seen[name].update(_identity_values(name, table))
+        else:
+            for name, table in batch.tables.items():
+                if table.num_rows:
+                    seen[name].update(_identity_values(name, table))
         kept.append(batch)
     return kept
+
+
+def concat_batches(batches: list[TableBatch]) -> TableBatch:
+    return TableBatch(
+        tables={name: pa.concat_tables([b.tables[name] for b in batches]) for name in TABLES},
+        unpriced_calls=sum(b.unpriced_calls for b in batches),
+    )
 
 
 def without_stored(store: Store, batch: TableBatch) -> TableBatch:

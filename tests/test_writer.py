@@ -204,3 +204,16 @@ def test_a_write_that_failed_half_way_is_retried_without_duplicates(
     assert flaky.failed and writer.stats.store_failures == 1
     assert counts(store) == (8, 8, 8)
     writer.stop()
+
+
+def test_a_long_wal_replays_in_batches_without_duplicates(store: Store, tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path / "wal", fsync=False)
+    bodies = [otlp_body(n * 10, 10) for n in range(30)]
+    for body in bodies + bodies[:2]:  # a sender resent two requests
+        wal.append(body, 1)
+    write_tables(store, [process(bodies[0])])  # stored before the crash
+    wal.close()
+    writer = BatchWriter(store, WriteAheadLog(tmp_path / "wal", fsync=False), max_rows=100)
+    assert writer.replay(process) == 32
+    assert counts(store) == (300, 300, 300)
+    assert list(writer.wal.pending()) == []
