@@ -70,8 +70,7 @@ def test_workers_store_the_rows_the_collector_would(collectors) -> None:
 
 def test_bad_input_is_the_same_400_from_a_worker(collectors) -> None:
     answers = [
-        c.post("/v1/traces", content=b"\xff\x00 not protobuf", headers=PROTOBUF)
-        for c in collectors
+        c.post("/v1/traces", content=b"\xff\x00 not protobuf", headers=PROTOBUF) for c in collectors
     ]
     assert [a.status_code for a in answers] == [400, 400]
     assert answers[0].text == answers[1].text

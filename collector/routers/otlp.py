@@ -28,6 +28,7 @@ def _accept_limiter(runtime: Runtime) -> anyio.CapacityLimiter:
         _limiter = anyio.CapacityLimiter(runtime.decoder.concurrency + 1)
     return _limiter
 
+
 PROTOBUF = "application/x-protobuf"
 # The proxy's spool marks a body it may have delivered before (proxy_addon/spool.py).
 RESEND_HEADER = "x-tokentrail-resend"
