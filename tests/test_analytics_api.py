@@ -24,7 +24,18 @@ import pytest
 from tests.conftest import ROOT, CollectorProcess, collector_env, free_port
 
 NOW = datetime.now(UTC)
-START = NOW - timedelta(minutes=30)  # inside the routing window (the last hour)
+
+
+def traffic_start(now: datetime) -> datetime:
+    """Half an hour ago (inside routing's last hour), moved past an hour boundary
+    if the 160 s of traffic would straddle one: the cache job counts exact
+    duplicates within an hour."""
+    start = now - timedelta(minutes=30)
+    later = start + timedelta(minutes=3)
+    return later.replace(minute=0, second=10, microsecond=0) if later.hour != start.hour else start
+
+
+START = traffic_start(NOW)
 QUESTION = "How do I export last month's invoices as CSV for the finance team?"
 
 
