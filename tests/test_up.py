@@ -6,12 +6,14 @@ that dies takes the group down with a report."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +35,7 @@ from tests.dashboards_support import (
     screenshot,
     wait_loaded,
 )
+from tokentrail.supervisor import Supervisor
 
 TEAMS = {"payments", "support", "search", "growth"}
 # Fast demo for tests: more traffic, an early outage, frequent analytics runs.
@@ -243,3 +246,21 @@ def test_up_reports_a_dead_child_and_stops_the_rest(tmp_path: Path) -> None:
     assert "[up] proxy exited with code -9; stopped everything" in log, log[-3000:]
     assert not [pid for pid in children if alive(pid)]
     assert "[up] stopping collector" in log and "[up] stopping dashboards" in log
+
+
+def test_a_signal_that_lands_while_up_is_writing_does_not_hang_it() -> None:
+    """A double Ctrl-C (or uv forwarding a signal) can interrupt ``up`` in the
+    middle of writing a line; the handler then writes too, on the same thread."""
+    supervisor = Supervisor(out=io.StringIO())
+
+    def second_signal_inside_say() -> None:
+        with supervisor._write_lock:  # the main thread, interrupted inside say()
+            supervisor.on_signal(signal.SIGTERM)
+            supervisor.on_signal(signal.SIGINT)
+
+    thread = threading.Thread(target=second_signal_inside_say, daemon=True)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive(), "the signal handler waited for its own thread's lock"
+    assert supervisor.stopping.is_set()
+    assert supervisor.out.getvalue().count("stopping everything") == 1  # type: ignore[attr-defined]

@@ -75,7 +75,9 @@ class Supervisor:
         self.out = out or sys.stdout
         self.children: list[Child] = []
         self.stopping = threading.Event()
-        self._write_lock = threading.Lock()
+        # Re-entrant: a signal handler runs on the main thread, possibly in
+        # the middle of its own say(), and must not wait for itself.
+        self._write_lock = threading.RLock()
 
     def say(self, text: str, name: str = "up") -> None:
         with self._write_lock:
@@ -154,15 +156,17 @@ class Supervisor:
             if child.pump is not None:
                 child.pump.join(2)
 
-    def install_signal_handlers(self) -> None:
-        def handler(signum: int, _frame: object) -> None:
-            if self.stopping.is_set():
-                return
-            self.say(f"{signal.Signals(signum).name}: stopping everything")
-            self.stopping.set()
+    def on_signal(self, signum: int, _frame: object = None) -> None:
+        if self.stopping.is_set():
+            return
+        # Set first: a second signal (a double Ctrl-C, uv forwarding one) that
+        # lands while this one is still writing returns at once.
+        self.stopping.set()
+        self.say(f"{signal.Signals(signum).name}: stopping everything")
 
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, handler)
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGINT, self.on_signal)
+        signal.signal(signal.SIGTERM, self.on_signal)
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: int, group_only: bool = False) -> None:
