@@ -29,7 +29,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,6 +51,7 @@ import httpx  # noqa: E402
 
 from analytics.config import AnalyticsConfig, Budget, RouteSpec  # noqa: E402
 from analytics.runner import JobRunner  # noqa: E402
+from bench.procfs import free_port  # noqa: E402
 from collector.routers.finance import spend_query  # noqa: E402
 from ingest.pricing import PriceBook, price_call  # noqa: E402
 from ingest.store import ChdbStore, query_rows  # noqa: E402
@@ -267,12 +267,6 @@ def timed_run(runner: JobRunner, full: bool) -> dict[str, Any]:
             for r in results
         },
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Collector:

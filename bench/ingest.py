@@ -45,7 +45,6 @@ import pstats
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -75,6 +74,7 @@ from opentelemetry.proto.common.v1.common_pb2 import (  # noqa: E402
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status  # noqa: E402
 
+from bench.procfs import child_pids, free_port, proc_cpu_seconds, proc_status_kb  # noqa: E402
 from bench.spans import ATTRIBUTES_PER_SPAN, CHOICES, span_fields  # noqa: E402
 
 TARGET_SPANS_PER_S = 20_000
@@ -318,12 +318,6 @@ def profile_in_process(bodies: list[bytes], top: int = 30) -> str:
 # --------------------------------------------------------------- collector
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def collector_command(data_dir: Path, port: int, grpc_port: int = 0) -> list[str]:
     # The venv's console script, not ``uv run``: the pid we watch (RSS, CPU,
     # py-spy) must be the collector's Python process, not a launcher.
@@ -344,38 +338,6 @@ def collector_command(data_dir: Path, port: int, grpc_port: int = 0) -> list[str
         "--log-level",
         "warning",
     ]
-
-
-def proc_status_kb(pid: int, field: str) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def proc_cpu_seconds(pid: int | str, task: str = "") -> float | None:
-    """utime + stime of a process (all threads) or one of its tasks, from /proc."""
-    path = f"/proc/{pid}/task/{task}/stat" if task else f"/proc/{pid}/stat"
-    try:
-        fields = Path(path).read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def child_pids(pid: int) -> list[int]:
-    """The processes ``pid`` started (the collector's decode workers)."""
-    found: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError):
-                found += [
-                    int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()
-                ]
-    return found
 
 
 def children_cpu_seconds(pid: int) -> dict[int, float]:

@@ -75,6 +75,7 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
+from bench.procfs import child_pids, free_port, proc_cpu_seconds  # noqa: E402
 from demo.simulator import make_test_certificate  # noqa: E402
 
 TARGETS = ("direct", "mitmdump", "tokentrail")
@@ -113,34 +114,6 @@ class Deadline:
     def check(self, what: str) -> None:
         if self.left() <= 0:
             raise TimeoutError(f"gave up after {self.seconds:.0f} s ({what})")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def proc_cpu_seconds(pid: int | None) -> float | None:
-    """utime + stime of a process (all its threads), from /proc."""
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def child_pids(pid: int) -> list[int]:
-    """Processes ``pid`` started (the tokentrail proxy's exporter)."""
-    found: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError):
-                children = Path(f"/proc/{pid}/task/{task}/children").read_text()
-                found += [int(c) for c in children.split()]
-    return found
 
 
 def child_env(**extra: str) -> dict[str, str]:
