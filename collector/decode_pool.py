@@ -21,6 +21,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+import anyio
+
 from ingest.otlp import decode_request
 from ingest.pipeline import PipelineConfig, TableBatch, process_spans
 from ingest.pricing import PriceBook
@@ -83,6 +85,9 @@ class DecodePool:
         # by a quarter: one at a time decodes, whichever transport brought it.
         self._one_at_a_time = threading.Lock()
         self._executor: ProcessPoolExecutor | None = None
+        # Threads the HTTP receiver lets into accept_export: the pool's width,
+        # plus one so a request's WAL fsync overlaps the next one's decoding.
+        self.limiter = anyio.CapacityLimiter(max(self.workers, 1) + 1)
         if self.workers:
             self._executor = self._new_executor()
             # Start the workers now, not on the first request.
@@ -96,11 +101,6 @@ class DecodePool:
             initializer=_start_worker,
             initargs=(self.settings,),
         )
-
-    @property
-    def concurrency(self) -> int:
-        """How many requests can usefully be in ``process`` at once."""
-        return max(self.workers, 1)
 
     def process(self, body: bytes, content_type: str, encoding: str | None) -> Processed:
         max_bytes = self.settings.max_request_bytes

@@ -57,6 +57,10 @@ _KIND_JSON.update({f"SPAN_KIND_{k.upper()}": k for k in _KINDS})
 _STATUS_JSON: dict[int | str, str] = {i: s for i, s in enumerate(_STATUSES)}
 _STATUS_JSON.update({f"STATUS_CODE_{s.upper()}": s for s in _STATUSES})
 
+# Marks an export that may have been delivered before (the proxy's spool sends
+# it); the collector stores only the rows it lacks.
+RESEND_HEADER = "X-Tokentrail-Resend"
+
 _PB_SCALARS = frozenset({"string_value", "bool_value", "int_value", "double_value", "bytes_value"})
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)

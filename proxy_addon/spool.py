@@ -25,9 +25,10 @@ from pathlib import Path
 
 import httpx
 
+from ingest.otlp import RESEND_HEADER
+
 log = logging.getLogger("tokentrail.proxy.spool")
 RESEND_MARK = ".resend"  # in a spooled file's name: it may have been sent before
-RESEND_HEADER = "X-Tokentrail-Resend"
 
 
 @dataclass

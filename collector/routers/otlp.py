@@ -12,26 +12,12 @@ from fastapi import APIRouter, Request, Response
 from collector.auth import Caller
 from collector.receive import accept_export
 from collector.runtime import Runtime
-from ingest.otlp import OtlpDecodeError, UnsupportedMediaType, encode_response
+from ingest.otlp import RESEND_HEADER, OtlpDecodeError, UnsupportedMediaType, encode_response
 from ingest.writer import QueueFull
 
 router = APIRouter(tags=["ingest"])
-# Threads that may be in accept_export: the decode pool's width, plus one so a
-# request's WAL fsync overlaps the next one's decoding. Set at the first request.
-_limiter: anyio.CapacityLimiter | None = None
-
-
-def _accept_limiter(runtime: Runtime) -> anyio.CapacityLimiter:
-    global _limiter
-    if _limiter is None:
-        assert runtime.decoder is not None
-        _limiter = anyio.CapacityLimiter(runtime.decoder.concurrency + 1)
-    return _limiter
-
 
 PROTOBUF = "application/x-protobuf"
-# The proxy's spool marks a body it may have delivered before (proxy_addon/spool.py).
-RESEND_HEADER = "x-tokentrail-resend"
 JSON = "application/json"
 
 
@@ -79,7 +65,7 @@ async def receive_traces(request: Request, _caller: Caller("ingest")) -> Respons
             content_type,
             encoding,
             request.headers.get(RESEND_HEADER) == "1",
-            limiter=_accept_limiter(runtime),
+            limiter=runtime.decoder.limiter,
         )
     except UnsupportedMediaType as exc:
         runtime.received.bad_requests += 1
