@@ -141,7 +141,15 @@ class WriteAheadLog:
                     yield seq, kind, payload
 
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self._segments())
+        """Bytes in the log's segments. A checkpoint on another thread may delete a
+        segment between listing and stat: it then counts as empty, never an error."""
+        total = 0
+        for segment in self._segments():
+            try:
+                total += segment.stat().st_size
+            except FileNotFoundError:
+                continue
+        return total
 
     def close(self) -> None:
         with self._lock:

@@ -67,3 +67,16 @@ def test_checkpoint_never_moves_back(tmp_path: Path) -> None:
     wal.checkpoint(3)
     wal.checkpoint(1)
     assert wal.checkpointed == 3 and list(wal.pending()) == []
+
+
+def test_size_counts_a_segment_deleted_mid_listing_as_empty(tmp_path: Path) -> None:
+    # /healthz and /metrics read the size while the writer's checkpoint deletes
+    # segments: a segment gone between listing and stat must not raise (it gave
+    # /healthz a 500 right after a restart's replay).
+    wal = WriteAheadLog(tmp_path, fsync=False, segment_bytes=64)
+    for _ in range(3):
+        wal.append(b"x" * 50, 1)
+    listed = wal._segments()
+    listed[0].unlink()
+    wal._segments = lambda: listed  # type: ignore[method-assign]
+    assert wal.size_bytes() == sum(p.stat().st_size for p in listed[1:])

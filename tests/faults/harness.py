@@ -88,7 +88,9 @@ class Stack:
         os.replace(tmp, self.faults_file)
 
     def health(self) -> dict[str, Any]:
-        return httpx.get(f"{self.collector.url}/healthz", timeout=30).json()
+        response = httpx.get(f"{self.collector.url}/healthz", timeout=30)
+        response.raise_for_status()  # a 500 says so, rather than failing to parse
+        return response.json()
 
     def metric(self, name: str) -> float:
         text = self.collector.get("/metrics").text
