@@ -13,9 +13,11 @@ crash in between leaves a duplicate that the next pass removes — never a loss.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ingest.rows import LLM_CALLS_SCHEMA, TOOL_CALLS_SCHEMA, rows_table
 from ingest.store import Store, query_rows
@@ -24,10 +26,17 @@ MERGED = "proxy+otlp"
 # The app knows who and why; the proxy knows what the provider said.
 FROM_SDK_WHEN_SET = ("team", "project", "user_id", "app", "route")
 SDK_IDENTITY = ("trace_id", "span_id", "parent_span_id")
+# Both reports carry the call's own start time (the proxy's is when the request
+# passed it, however late the spool delivers it), so twins are looked for only
+# this close to the batch's calls: each flush then reads the recent part of
+# llm_calls, not the whole table. An hour covers long calls, retries inside
+# one SDK span and clock skew between the app's host and the proxy's.
+TWIN_SKEW = timedelta(hours=1)
+_NEAR = "ts BETWEEN {since:DateTime64(6)} AND {until:DateTime64(6)}"
 
-_TRACES_WITH_BOTH = """
+_TRACES_WITH_BOTH = f"""
 SELECT trace_id FROM llm_calls
-WHERE trace_id IN {traces:Array(String)}
+WHERE trace_id IN {{traces:Array(String)}} AND {_NEAR}
 GROUP BY trace_id
 HAVING countIf(source = 'proxy') > 0 AND countIf(source != 'proxy') > 0
 """
@@ -68,18 +77,22 @@ def pair_calls(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[st
     return pairs
 
 
-def merge_double_captures(store: Store, trace_ids: list[str]) -> int:
-    """Merge proxy/SDK twins in these traces; return how many calls were merged."""
+def merge_double_captures(
+    store: Store, trace_ids: list[str], first: datetime, last: datetime
+) -> int:
+    """Merge proxy/SDK twins in these traces among calls that started between
+    ``first`` and ``last`` (± TWIN_SKEW); return how many calls were merged."""
     if not trace_ids:
         return 0
-    traces = [r["trace_id"] for r in query_rows(store, _TRACES_WITH_BOTH, {"traces": trace_ids})]
-    if not traces:
+    near = {"since": first - TWIN_SKEW, "until": last + TWIN_SKEW}
+    found = query_rows(store, _TRACES_WITH_BOTH, {"traces": trace_ids, **near})
+    if not found:
         return 0
     columns = ", ".join(LLM_CALLS_SCHEMA.names)
     rows = query_rows(
         store,
-        f"SELECT {columns} FROM llm_calls WHERE trace_id IN {{traces:Array(String)}}",
-        {"traces": traces},
+        f"SELECT {columns} FROM llm_calls WHERE trace_id IN {{traces:Array(String)}} AND {_NEAR}",
+        {"traces": [r["trace_id"] for r in found], **near},
     )
     pairs = pair_calls(rows)
     fresh = [(proxy, partner) for proxy, partner in pairs if partner["source"] != MERGED]
@@ -128,3 +141,9 @@ def _move_requested_tools(store: Store, moves: list[tuple[str, dict[str, Any]]])
 
 def batch_trace_ids(llm_calls: pa.Table) -> list[str]:
     return sorted(set(llm_calls.column("trace_id").to_pylist())) if llm_calls.num_rows else []
+
+
+def batch_time_range(llm_calls: pa.Table) -> tuple[datetime, datetime]:
+    """The first and last call start of a non-empty llm_calls batch."""
+    bounds = pc.min_max(llm_calls.column("ts"))
+    return bounds["min"].as_py(), bounds["max"].as_py()

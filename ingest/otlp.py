@@ -88,14 +88,15 @@ def _pb_value(v: Any) -> AttrValue:
 
 
 def _pb_attrs(kvs: Any) -> dict[str, AttrValue]:
-    out: dict[str, AttrValue] = {}
-    for kv in kvs:
-        v = kv.value
-        # WhichOneof names the set field, so getattr(v, w) reads it without a
-        # per-type branch; only arrays/kvlists (rare) pay for a call.
-        w = v.WhichOneof("value")
-        out[kv.key] = getattr(v, w) if w in _PB_SCALARS else _pb_value(v)
-    return out
+    # Most values are strings: reading string_value first costs one attribute
+    # access; "" (unset, another type, or an empty string) takes the slow path,
+    # which reads whichever field is set (an empty string comes back as "").
+    return {kv.key: kv.value.string_value or _pb_any(kv.value) for kv in kvs}
+
+
+def _pb_any(v: Any) -> AttrValue:
+    w = v.WhichOneof("value")
+    return getattr(v, w) if w in _PB_SCALARS else _pb_value(v)
 
 
 def decode_protobuf(body: bytes) -> DecodedBatch:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from ingest.dedupe import batch_trace_ids, merge_double_captures
+from ingest.dedupe import batch_time_range, batch_trace_ids, merge_double_captures
 from ingest.pipeline import TABLES, TableBatch
 from ingest.store import Store, query_rows
 from ingest.wal import WriteAheadLog
@@ -172,9 +172,14 @@ class BatchWriter:
     def _merge_twins(self, batches: list[TableBatch]) -> None:
         """Proxy + SDK reports of one call become one row (ingest/dedupe.py).
         The batch is already stored; a failed merge is retried by a later one."""
-        traces = sorted({t for b in batches for t in batch_trace_ids(b.tables["llm_calls"])})
+        calls = [b.tables["llm_calls"] for b in batches if b.tables["llm_calls"].num_rows]
+        if not calls:
+            return
+        traces = sorted({t for table in calls for t in batch_trace_ids(table)})
+        ranges = [batch_time_range(table) for table in calls]
+        first, last = min(r[0] for r in ranges), max(r[1] for r in ranges)
         try:
-            self.stats.merged_calls += merge_double_captures(self.store, traces)
+            self.stats.merged_calls += merge_double_captures(self.store, traces, first, last)
         except Exception as exc:
             log.warning("merging proxy and SDK reports failed: %s", exc)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,17 @@ def store(tmp_path: Path) -> Iterator[Store]:
     opened.close()
 
 
+STARTED = datetime(2026, 11, 23, 10, tzinfo=UTC)
+
+
+def merge(store: Store, started: datetime = STARTED) -> int:
+    """The writer's merge after a batch whose calls all started at ``started``."""
+    return merge_double_captures(store, [TRACE], started, started)
+
+
 def call(span_id: str, source: str, **extra: Any) -> dict[str, Any]:
     base = {
-        "ts": datetime(2026, 11, 23, 10, tzinfo=UTC),
+        "ts": STARTED,
         "trace_id": TRACE,
         "span_id": span_id,
         "parent_span_id": "",
@@ -81,9 +89,9 @@ def rows(store: Store) -> list[dict[str, Any]]:
 def test_twins_merge_in_either_order(store: Store, first: str) -> None:
     order = [SDK, PROXY] if first == "sdk" else [PROXY, SDK]
     store.insert_arrow("llm_calls", rows_table([order[0]], LLM_CALLS_SCHEMA))
-    assert merge_double_captures(store, [TRACE]) == 0  # the twin has not arrived yet
+    assert merge(store) == 0  # the twin has not arrived yet
     store.insert_arrow("llm_calls", rows_table([order[1]], LLM_CALLS_SCHEMA))
-    assert merge_double_captures(store, [TRACE]) == 1
+    assert merge(store) == 1
     (row,) = rows(store)
     assert (row["span_id"], row["source"], row["team"], row["app"]) == (
         SDK["span_id"],
@@ -98,35 +106,35 @@ def test_twins_merge_in_either_order(store: Store, first: str) -> None:
     )
     assert row["api_key_fingerprint"] == "abc123def456"
     assert dict(row["attributes"])["gen_ai.agent.name"] == "planner"
-    assert merge_double_captures(store, [TRACE]) == 0 and len(rows(store)) == 1
+    assert merge(store) == 0 and len(rows(store)) == 1
 
 
 def test_child_proxy_span_without_response_id_merges_with_its_sdk_parent(store: Store) -> None:
     sdk = {**SDK, "provider_request_id": ""}
     proxy = {**PROXY, "provider_request_id": "", "parent_span_id": SDK["span_id"]}
     store.insert_arrow("llm_calls", rows_table([sdk, proxy], LLM_CALLS_SCHEMA))
-    assert merge_double_captures(store, [TRACE]) == 1
+    assert merge(store) == 1
     assert [r["source"] for r in rows(store)] == [MERGED]
 
 
 def test_a_replayed_proxy_row_beside_a_merged_row_is_dropped(store: Store) -> None:
     store.insert_arrow("llm_calls", rows_table([SDK, PROXY], LLM_CALLS_SCHEMA))
-    merge_double_captures(store, [TRACE])
+    merge(store)
     store.insert_arrow("llm_calls", rows_table([PROXY], LLM_CALLS_SCHEMA))  # WAL replay
-    merge_double_captures(store, [TRACE])
+    merge(store)
     assert [r["source"] for r in rows(store)] == [MERGED]
 
 
 def test_unrelated_calls_in_one_trace_stay_apart(store: Store) -> None:
     other = {**PROXY, "span_id": "00000000000000dd", "provider_request_id": "chatcmpl-2"}
     store.insert_arrow("llm_calls", rows_table([SDK, other], LLM_CALLS_SCHEMA))
-    assert merge_double_captures(store, [TRACE]) == 0
+    assert merge(store) == 0
     assert sorted(r["source"] for r in rows(store)) == ["otlp", "proxy"]
 
 
 def test_requested_tools_move_to_the_merged_span(store: Store) -> None:
     tool = {
-        "ts": datetime(2026, 11, 23, 10, tzinfo=UTC),
+        "ts": STARTED,
         "trace_id": TRACE,
         "span_id": PROXY["span_id"],
         "llm_span_id": PROXY["span_id"],
@@ -143,8 +151,21 @@ def test_requested_tools_move_to_the_merged_span(store: Store) -> None:
     }
     store.insert_arrow("tool_calls", rows_table([tool], TOOL_CALLS_SCHEMA))
     store.insert_arrow("llm_calls", rows_table([SDK, PROXY], LLM_CALLS_SCHEMA))
-    merge_double_captures(store, [TRACE])
+    merge(store)
     tools = query_rows(store, "SELECT span_id, llm_span_id, tool_call_id FROM tool_calls")
     assert tools == [
         {"span_id": SDK["span_id"], "llm_span_id": SDK["span_id"], "tool_call_id": "call_1"}
     ]
+
+
+def test_twins_are_looked_for_near_the_batch_calls_start(store: Store) -> None:
+    # The proxy's report arrives a day late (a spool that waited out an outage):
+    # its ts is still the call's start, so the twin check finds the SDK's row.
+    store.insert_arrow("llm_calls", rows_table([SDK], LLM_CALLS_SCHEMA))
+    late_proxy = {**PROXY, "ts": STARTED + timedelta(minutes=20)}
+    store.insert_arrow("llm_calls", rows_table([late_proxy], LLM_CALLS_SCHEMA))
+    # A batch of calls from another day does not read this hour of the table.
+    assert merge(store, STARTED + timedelta(days=1)) == 0
+    assert len(rows(store)) == 2
+    assert merge(store, late_proxy["ts"]) == 1
+    assert [r["source"] for r in rows(store)] == [MERGED]
