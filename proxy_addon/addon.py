@@ -127,8 +127,14 @@ class TokentrailAddon:
         self.folder = Path()
         self.key_teams: dict[str, str] = {}
         self.hook_errors = 0
+        self.exporter_restarts = 0
         self.chaos = False
         self._stats_stop = threading.Event()
+        self._exporter_command: list[str] = []
+        self._exporter_env: dict[str, str] = {}
+        # Held while the exporter is started or stopped, so the watchdog never
+        # starts one after done() stopped it.
+        self._exporter_lock = threading.Lock()
 
     # -- configuration -----------------------------------------------------
     def load(self, loader: Any) -> None:
@@ -152,10 +158,14 @@ class TokentrailAddon:
         if self.journal is None:
             self.folder = (Path(ctx.options.tokentrail_data_dir) / "proxy").resolve()
             self.journal = JournalWriter(self.folder / "journal")
-            self.exporter = self._start_exporter()
+            self._exporter_command, self._exporter_env = self._exporter_command_line()
+            self.exporter = subprocess.Popen(self._exporter_command, env=self._exporter_env)
             threading.Thread(target=self._log_stats, name="tokentrail-stats", daemon=True).start()
+            threading.Thread(
+                target=self._watch_exporter, name="tokentrail-exporter-watch", daemon=True
+            ).start()
 
-    def _start_exporter(self) -> subprocess.Popen[bytes]:
+    def _exporter_command_line(self) -> tuple[list[str], dict[str, str]]:
         api_key = ctx.options.tokentrail_api_key or os.environ.get("TOKENTRAIL_API_KEY", "")
         command = [
             sys.executable,
@@ -172,7 +182,30 @@ class TokentrailAddon:
         ]
         if not ctx.options.tokentrail_content:
             command.append("--no-content")
-        return subprocess.Popen(command, env={**os.environ, "TOKENTRAIL_API_KEY": api_key})
+        return command, {**os.environ, "TOKENTRAIL_API_KEY": api_key}
+
+    def _watch_exporter(self) -> None:
+        """Journaled calls reach the collector only through the exporter: when it
+        dies on its own (out of memory, killed), start another, which resumes at
+        the journal cursor the last one saved. One that keeps dying right away
+        is restarted less and less often (up to once a minute)."""
+        started, backoff = time.monotonic(), 1.0
+        while not self._stats_stop.wait(1.0):
+            with self._exporter_lock:
+                if self._stats_stop.is_set() or self.exporter is None:
+                    return
+                code = self.exporter.poll()
+                if code is None:
+                    continue
+                ran = time.monotonic() - started
+                if ran < backoff:  # it died soon after its start: wait a little more
+                    continue
+                log.error("tokentrail exporter exited (code %s); starting another", code)
+                self.exporter = subprocess.Popen(self._exporter_command, env=self._exporter_env)
+                self.exporter_restarts += 1
+                # Each quick death doubles the wait; a run past a minute resets it.
+                backoff = 1.0 if ran > 60 else min(backoff * 2, 60.0)
+                started = time.monotonic()
 
     def running(self) -> None:
         # Everything allocated so far (mitmproxy, parsers, price data) lives
@@ -181,7 +214,8 @@ class TokentrailAddon:
         gc.freeze()
 
     def done(self) -> None:
-        self._stats_stop.set()
+        with self._exporter_lock:
+            self._stats_stop.set()
         if self.journal:
             self.journal.close()
         if self.exporter and self.exporter.poll() is None:
@@ -196,6 +230,7 @@ class TokentrailAddon:
         return {
             "journaled": self.journal.appended if self.journal else 0,
             "hook_errors": self.hook_errors,
+            "exporter_restarts": self.exporter_restarts,
             **{
                 key: exported.get(key, 0)
                 for key in (

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
+from typing import Any
 
+import openai as openai_sdk
 import orjson
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
@@ -23,6 +26,7 @@ from tests.conftest import CollectorProcess, free_port
 from tests.proxy_support import ProxyProcess
 
 certs = proxy_support.certs
+sim = proxy_support.sim
 
 
 def captured_chat(response_id: str, team: str, stream: bool = False) -> CapturedCall:
@@ -232,3 +236,60 @@ def test_a_stream_is_journaled_at_the_line_a_client_may_stop_at() -> None:
     # The words inside an answer's JSON do not start a line.
     assert not ends_stream(b'data: {"content": "data: [DONE] event: message_stop"}\n\n', done)
     assert not ends_stream(b"data: [DO", done)  # split: journaled at the stream's end instead
+
+
+def exporter_pids(folder: Path) -> list[int]:
+    """Running exporter processes of the proxy whose data folder is ``folder``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"proxy_addon.exporter" in argv and str(folder).encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def test_an_exporter_that_dies_alone_is_restarted_and_loses_nothing(
+    collector: CollectorProcess, certs: tuple[str, str, str], sim: Any, tmp_path: Path
+) -> None:
+    proxy = ProxyProcess(
+        tmp_path / "data",
+        free_port(),
+        collector.url,
+        collector.create_key("ingest", "watch"),
+        Path(certs[2]),
+        options={"tokentrail_stats_seconds": 1},
+    )
+    folder = (proxy.data_dir / "proxy").resolve()
+    proxy.start()
+    try:
+        client = openai_sdk.OpenAI(
+            base_url=f"{sim.url}/v1", api_key="sk-test", http_client=proxy.client()
+        )
+
+        def chat() -> str:
+            return client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "hi"}],
+                extra_headers={"x-tokentrail-team": "watch-team"},
+            ).id
+
+        ids = [chat() for _ in range(3)]
+        (first,) = exporter_pids(folder)
+        os.kill(first, signal.SIGKILL)  # out of memory, say: the proxy itself lives on
+        ids += [chat() for _ in range(3)]  # journaled while no exporter runs
+        rows = collector.wait_for(lambda: len(collector.calls(team="watch-team")) >= 6, 30)
+        assert rows, proxy.log_tail()
+        time.sleep(1.5)  # a duplicate would have landed by now
+        stored = sorted(r["provider_request_id"] for r in collector.calls(team="watch-team"))
+        assert stored == sorted(ids)
+        (second,) = exporter_pids(folder)
+        assert second != first
+        assert proxy.stats_lines()[-1]["exporter_restarts"] == 1, proxy.log_tail()
+    finally:
+        proxy.stop()
+    assert exporter_pids(folder) == []  # stopping the proxy stops the new exporter too
