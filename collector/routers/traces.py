@@ -53,7 +53,8 @@ def list_traces(
     team: str = "",
     app: str = "",
     has_error: bool = False,
-    min_cost: float = Query(0.0, ge=0),
+    # Bounded and finite: the column is Decimal(38, 12), which takes no inf.
+    min_cost: float = Query(0.0, ge=0, le=1e15, allow_inf_nan=False),
     limit: int = Query(50, ge=1, le=MAX_TRACES),
 ) -> dict[str, Any]:
     runtime: Runtime = request.app.state.runtime
@@ -64,7 +65,7 @@ def list_traces(
         "team": team,
         "app": app,
         "has_error": int(has_error),
-        "min_cost": str(min_cost),
+        "min_cost": f"{min_cost:.12f}",  # plain digits: str() may give 1e-07
         "limit": limit,
     }
     rows = json_rows(runtime.store.query_arrow(TRACE_LIST, params))
