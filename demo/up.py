@@ -127,6 +127,7 @@ class Demo:
             "--rate-limit-burst",
             str(RATE_LIMIT_BURST),
             *self.outage_args(),
+            "--no-record",  # nothing reads its request log, which would grow for the demo's life
         ]
         return Child(
             "simulator",
