@@ -11,7 +11,9 @@ bench/spans.py):
 1. raw parse   ``ExportTraceServiceRequest.FromString`` plus touching every
                span's ids and every attribute's key and value (the least a
                receiver must do);
-2. decode      ``ingest.otlp.decode_protobuf`` (the collector's receive stage);
+2. decode      ``ingest.otlp.decode_protobuf`` (the collector's receive stage:
+               the C decoder when built), beside ``decode_protobuf_upb`` (the
+               upb reference it falls back to);
 3. pipeline    ``ingest.pipeline.process_spans`` on decoded spans
                (normalize → price → redact → Arrow), with a per-stage split;
 4. HTTP        a real ``tokentrail serve`` subprocess on a free loopback port
@@ -79,6 +81,7 @@ from bench.ingest_stages import (  # noqa: E402
     bench_decode,
     bench_pipeline,
     bench_raw_parse,
+    native_decoder_built,
     pipeline_config,
     profile_in_process,
     rate,
@@ -137,6 +140,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     n, raw_s = bench_raw_parse(bodies)
     assert n == args.spans, (n, args.spans)
     deadline.check("raw parse")
+    log("decode_protobuf (upb reference) ...")
+    n, upb_s = bench_decode(bodies, reference=True)
+    assert n == args.spans, f"decode_protobuf_upb kept {n} of {args.spans} spans"
     log("decode_protobuf ...")
     n, decode_s = bench_decode(bodies)
     assert n == args.spans, f"decode_protobuf kept {n} of {args.spans} spans"
@@ -160,12 +166,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "build_s": build_s,
         "body_mb": body_mb,
-        "seconds": {"raw_parse": raw_s, "decode": decode_s, "pipeline": pipeline_s},
+        "native_decoder": native_decoder_built(),
+        "seconds": {
+            "raw_parse": raw_s,
+            "decode_upb": upb_s,
+            "decode": decode_s,
+            "pipeline": pipeline_s,
+        },
         "pipeline_rows": rows,
         "pipeline_stages_s": stages,
     }
     rates: dict[str, float | None] = {
         "raw_parse": rate(args.spans, raw_s),
+        "decode_upb": rate(args.spans, upb_s),
         "decode": rate(args.spans, decode_s),
         "pipeline": rate(args.spans, pipeline_s),
         "decode_plus_pipeline": rate(args.spans, decode_s + pipeline_s),

@@ -31,7 +31,11 @@ def print_table(result: dict[str, Any]) -> None:
     name = {"http": "HTTP", "grpc": "gRPC"}[transport]
     rows = [
         ("raw parse (FromString + touch attrs)", r["raw_parse"]),
-        ("decode_protobuf", r["decode"]),
+        ("decode_protobuf_upb (reference)", r.get("decode_upb")),
+        (
+            "decode_protobuf (C decoder)" if result.get("native_decoder") else "decode_protobuf",
+            r["decode"],
+        ),
         ("process_spans (decoded input)", r["pipeline"]),
         ("decode + process_spans (derived)", r["decode_plus_pipeline"]),
         (f"{name} accepted (until last OK)", r.get(f"{transport}_accepted")),

@@ -44,14 +44,23 @@ def bench_raw_parse(bodies: list[bytes]) -> tuple[int, float]:
     return count, time.perf_counter() - started
 
 
-def bench_decode(bodies: list[bytes]) -> tuple[int, float]:
-    from ingest.otlp import decode_protobuf
+def bench_decode(bodies: list[bytes], reference: bool = False) -> tuple[int, float]:
+    """``decode_protobuf`` (the C decoder when built), or with ``reference``
+    the upb decoder it falls back to."""
+    from ingest.otlp import decode_protobuf, decode_protobuf_upb
 
+    decode = decode_protobuf_upb if reference else decode_protobuf
     count = 0
     started = time.perf_counter()
     for body in bodies:
-        count += len(decode_protobuf(body)["spans"])
+        count += len(decode(body)["spans"])
     return count, time.perf_counter() - started
+
+
+def native_decoder_built() -> bool:
+    from ingest import otlp
+
+    return otlp._native is not None
 
 
 # Names process_spans looks up in its module at call time; wrapping them there
