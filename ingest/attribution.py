@@ -30,14 +30,18 @@ _KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _from(source: dict[str, AttrValue]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for field, keys in _KEYS.items():
-        for key in keys:
-            candidate = source.get(key)
-            if candidate not in (None, ""):
-                found[field] = str(candidate)
-                break
+# (column, attribute) from the lowest precedence to the highest: a later hit
+# overwrites an earlier one, so each column ends with its first key present.
+_LOOKUPS = tuple((column, key) for column, keys in _KEYS.items() for key in reversed(keys))
+
+
+def _overlay(found: dict[str, str], source: dict[str, AttrValue]) -> dict[str, str]:
+    """Write into ``found`` the columns ``source`` states (runs once per call)."""
+    get = source.get
+    for column, key in _LOOKUPS:
+        value = get(key)
+        if value is not None and value != "":
+            found[column] = value if value.__class__ is str else str(value)
     return found
 
 
@@ -54,10 +58,9 @@ def attribute_call(
     ``resource_cache`` (keyed by id, valid while the resources live) lets a
     batch read each shared resource once instead of once per span."""
     if resource_cache is None:
-        from_resource = _from(resource)
+        from_resource = _overlay(dict(_EMPTY), resource)
     else:
-        cached = resource_cache.get(id(resource))
-        if cached is None:
-            cached = resource_cache[id(resource)] = _from(resource)
-        from_resource = cached
-    return Attribution(**(_EMPTY | from_resource | _from(attributes)))  # type: ignore[typeddict-item]
+        from_resource = resource_cache.get(id(resource)) or resource_cache.setdefault(
+            id(resource), _overlay(dict(_EMPTY), resource)
+        )
+    return _overlay(dict(from_resource), attributes)  # type: ignore[return-value]

@@ -132,12 +132,23 @@ def _norm_provider(name: str) -> str:
     return name.strip().lower().replace(" ", "_").replace("-", "_")
 
 
+# Every model call asks; the names are few (bounded: cleared when full).
+_PROVIDER_ID_CACHE: dict[str, str] = {}
+
+
 def provider_id_from_otel(name: str) -> str:
     """Map an OTel/OpenInference/OpenLLMetry provider name to a genai-prices id.
 
     Idempotent on genai-prices ids; unknown names pass through lower-cased.
     """
-    return PROVIDER_IDS.get(_norm_provider(name), name.strip().lower())
+    found = _PROVIDER_ID_CACHE.get(name)
+    if found is None:
+        if len(_PROVIDER_ID_CACHE) >= 1024:
+            _PROVIDER_ID_CACHE.clear()
+        found = _PROVIDER_ID_CACHE[name] = PROVIDER_IDS.get(
+            _norm_provider(name), name.strip().lower()
+        )
+    return found
 
 
 class PriceBookError(ValueError):

@@ -49,7 +49,8 @@ def tokens(attributes: dict[str, AttrValue], keys: tuple[str, ...]) -> int | Non
     for key in keys:
         value = attributes.get(key)
         if value is not None:
-            return int_or_none(value)
+            # Counts arrive as int_value almost always: skip the general path.
+            return value if value.__class__ is int and value >= 0 else int_or_none(value)
     return None
 
 
