@@ -53,7 +53,7 @@ if str(ROOT) not in sys.path:
 from bench.load_report import difference, print_report, problems, quotient, stats_ms  # noqa: E402
 from bench.load_stack import LoadStack, ProcessWatch, Sampler, StoreCheck, zero_loss  # noqa: E402
 from bench.proxy import Deadline, log, machine, run_bench  # noqa: E402
-from demo.loadgen import LoadGenerator, LoadReport  # noqa: E402
+from demo.loadgen import CLIENTS, LoadGenerator, LoadReport  # noqa: E402
 
 TEAM = "load"
 DRAIN_IDLE_S = 60  # give up waiting for the store after this long without progress
@@ -90,6 +90,7 @@ class Run:
             "output_tokens": args.output_tokens,
             "response_delay_ms": args.delay_ms,
             "token_delay_ms": args.token_delay_ms,
+            "client": args.client,
         }
         for i, name in enumerate(stack.proxy_names):
             self.proxied[name] = LoadGenerator(
@@ -352,6 +353,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--large-span-batch", type=int, default=10_000, help="spans in each")
     p.add_argument(
         "--rss-bound-mb", type=float, default=500, help="collector/proxy private-memory bound"
+    )
+    p.add_argument(
+        "--client",
+        choices=CLIENTS,
+        default="sdk",
+        help="sdk: the openai/anthropic SDKs (default); http: the same requests via plain "
+        "httpx, whose CPU per call is a fraction of the SDKs'",
     )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")

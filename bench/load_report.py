@@ -67,7 +67,8 @@ def print_report(r: dict[str, Any]) -> None:
     print(
         f"Tokentrail load: {c['seconds']:g} s at {c['rate']:g} calls/s "
         f"({100 * c['stream_share']:.0f} % streamed) through {c['proxies']} proxy worker(s), "
-        f"{c['span_rate']:g} spans/s; direct baseline at {c['baseline_rate']:g} calls/s"
+        f"{c['span_rate']:g} spans/s; direct baseline at {c['baseline_rate']:g} calls/s; "
+        f"{c.get('client', 'sdk')} client"
     )
     print(
         f"throughput   sent {t['sent']:,} ({fmt(t['sent_per_s'])}/s), ok {t['ok']:,} "

@@ -23,7 +23,9 @@ Anthropic messages (plain and streamed), half each, ``stream_share`` of them
 streamed. Each call carries ``x-tokentrail-team`` and ``x-sim-*`` headers that
 set the simulated provider's answer length and latency. The calls run on one
 asyncio loop (uvloop when installed) in a thread of their own, with one
-keep-alive ``httpx.AsyncClient`` shared by both SDKs.
+keep-alive ``httpx.AsyncClient`` shared by both SDKs. ``client="http"`` sends
+the same requests without the SDKs (demo/loadgen_http.py), where their CPU
+would otherwise dominate a high-rate run.
 
 Spans are built as SDK ``ReadableSpan`` objects and handed to the real
 ``OTLPSpanExporter`` (HTTP protobuf) in batches from a second thread, so the
@@ -49,10 +51,15 @@ import anthropic
 import httpx
 import openai
 
+from demo import loadgen_http
+from demo.loadgen_http import CallFailed
 from demo.loadgen_spans import SpanSender
 
-__all__ = ["KINDS", "LoadGenerator", "LoadReport"]
+__all__ = ["CLIENTS", "KINDS", "LoadGenerator", "LoadReport"]
 
+# "sdk": the openai and anthropic SDKs; "http": the same requests through plain
+# httpx (demo/loadgen_http.py), for rates where the SDKs' CPU would dominate.
+CLIENTS = ("sdk", "http")
 KINDS = ("openai_chat", "openai_chat_stream", "anthropic_messages", "anthropic_messages_stream")
 OPENAI_MODEL = "gpt-4o-mini"
 ANTHROPIC_MODEL = "claude-haiku-4-5-20251001"
@@ -82,10 +89,6 @@ class LoadReport:
     max_schedule_lag_ms: float = 0.0
     in_flight: int = 0
     sent_by_kind: dict[str, int] = field(default_factory=dict)
-
-
-class CallFailed(Exception):
-    """The SDK returned, but the answer is not a complete, successful one."""
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -118,6 +121,7 @@ class LoadGenerator:
         token_delay_ms: int = 0,
         timeout_s: float = 60.0,
         seed: int = 0,
+        client: str = "sdk",
     ) -> None:
         if calls_per_second < 0 or spans_per_second < 0:
             raise ValueError("calls_per_second and spans_per_second must not be negative")
@@ -127,6 +131,9 @@ class LoadGenerator:
             raise ValueError("concurrency must be at least 1")
         if spans_per_second and not collector_url:
             raise ValueError("spans_per_second needs a collector_url")
+        if client not in CLIENTS:
+            raise ValueError(f"client must be one of {', '.join(CLIENTS)}")
+        self.client = client
         self.proxy_url = proxy_url
         self.ca_file = ca_file
         self.base_url = provider_base_url.rstrip("/")
@@ -243,10 +250,10 @@ class LoadGenerator:
         limits = httpx.Limits(
             max_connections=self.concurrency + 8, max_keepalive_connections=self.concurrency
         )
-        self._http = httpx.AsyncClient(
-            proxy=self.proxy_url, verify=verify, limits=limits, trust_env=False
-        )
         timeout = httpx.Timeout(self.timeout_s, connect=10.0)
+        self._http = httpx.AsyncClient(
+            proxy=self.proxy_url, verify=verify, limits=limits, trust_env=False, timeout=timeout
+        )
         self._openai = openai.AsyncOpenAI(
             base_url=f"{self.base_url}/v1",
             api_key="sk-loadgen-openai",
@@ -318,7 +325,9 @@ class LoadGenerator:
         started = time.perf_counter()
         self._in_flight += 1
         try:
-            if kind.startswith("openai"):
+            if self.client == "http":
+                response_id, received = await self._http_call(kind, prompt, headers)
+            elif kind.startswith("openai"):
                 response_id, received = await self._openai_call(kind, prompt, headers)
             else:
                 response_id, received = await self._anthropic_call(kind, prompt, headers)
@@ -339,6 +348,15 @@ class LoadGenerator:
             report.large_stream_bytes += received
         else:
             report.latencies_ms.append(elapsed_ms)
+
+    async def _http_call(self, kind: str, prompt: str, headers: dict[str, str]) -> tuple[str, int]:
+        if kind.startswith("openai"):
+            call, model = loadgen_http.openai_chat, OPENAI_MODEL
+        else:
+            call, model = loadgen_http.anthropic_messages, ANTHROPIC_MODEL
+        return await call(
+            self._http, self.base_url, model, prompt, headers, kind.endswith("stream")
+        )
 
     async def _openai_call(
         self, kind: str, prompt: str, headers: dict[str, str]

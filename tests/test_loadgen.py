@@ -85,6 +85,55 @@ def test_direct_calls_and_spans_are_all_acknowledged(
     assert sorted(found) == expected
 
 
+def test_the_light_http_client_makes_the_same_calls(
+    tls_sim: tuple[RunningSimulator, str],
+) -> None:
+    """client="http" sends what the SDKs send, reads every event, and checks
+    the same things: an id, the usage chunk, message_stop."""
+    sim, ca_file = tls_sim
+    load = LoadGenerator(
+        proxy_url=None,
+        ca_file=ca_file,
+        provider_base_url=sim.url,
+        collector_url=None,
+        ingest_key=None,
+        calls_per_second=40,
+        seed=5,
+        client="http",
+    )
+    with load:
+        time.sleep(1.5)
+        large = load.send_large_stream(100_000)
+        time.sleep(0.5)
+    report = load.stop()
+    assert large.result(timeout=5) is None
+    assert report.failed_calls == []
+    assert len(report.latencies_ms) == report.sent >= 40
+    assert {k for k, n in report.sent_by_kind.items() if n} == set(KINDS)
+    assert all(rid.startswith(("chatcmpl-", "msg_")) for rid in report.ok_response_ids)
+    assert len(set(report.ok_response_ids)) == len(report.ok_response_ids) == report.sent + 1
+    assert report.large_stream_bytes == 100_000
+
+
+def test_the_http_client_reports_a_refused_call(tls_sim: tuple[RunningSimulator, str]) -> None:
+    sim, ca_file = tls_sim
+    load = LoadGenerator(
+        proxy_url=None,
+        ca_file=ca_file,
+        provider_base_url=sim.url,
+        collector_url=None,
+        ingest_key=None,
+        calls_per_second=10,
+        client="http",
+    )
+    load.sim_headers["x-sim-fail-always"] = "500"
+    with load:
+        time.sleep(0.5)
+    report = load.stop()
+    assert report.sent >= 1 and report.ok_response_ids == []
+    assert all("HTTP 500" in text for text in report.failed_calls)
+
+
 def test_a_dead_proxy_fails_calls_instead_of_hanging(
     tls_sim: tuple[RunningSimulator, str],
 ) -> None:
@@ -111,6 +160,10 @@ def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="stream_share"):
         LoadGenerator(
             **common, collector_url=None, ingest_key=None, calls_per_second=1, stream_share=2
+        )
+    with pytest.raises(ValueError, match="client"):
+        LoadGenerator(
+            **common, collector_url=None, ingest_key=None, calls_per_second=1, client="curl"
         )
     with pytest.raises(ValueError, match="collector_url"):
         LoadGenerator(
