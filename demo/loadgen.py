@@ -268,6 +268,25 @@ class LoadGenerator:
             timeout=timeout,
             http_client=self._http,
         )
+        # httpcore checks every pooled connection for every request (a poll()
+        # each), so one pool of 128 connections costs more CPU than the calls:
+        # the light client spreads its connections over pools of ~16.
+        shards = max(1, self.concurrency // 16) if self.client == "http" else 0
+        shard_limits = httpx.Limits(
+            max_connections=self.concurrency // max(shards, 1) + 4,
+            max_keepalive_connections=self.concurrency // max(shards, 1),
+        )
+        self._http_shards = [
+            httpx.AsyncClient(
+                proxy=self.proxy_url,
+                verify=verify,
+                limits=shard_limits,
+                trust_env=False,
+                timeout=timeout,
+            )
+            for _ in range(shards)
+        ]
+        self._next_shard = 0
         self._slots = asyncio.Semaphore(self.concurrency)
         if self.rate > 0:
             self._scheduler = asyncio.get_running_loop().create_task(self._schedule())
@@ -281,7 +300,8 @@ class LoadGenerator:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        await self._http.aclose()
+        for client in [self._http, *self._http_shards]:
+            await client.aclose()
         await asyncio.get_running_loop().shutdown_asyncgens()
 
     async def _schedule(self) -> None:
@@ -354,9 +374,9 @@ class LoadGenerator:
             call, model = loadgen_http.openai_chat, OPENAI_MODEL
         else:
             call, model = loadgen_http.anthropic_messages, ANTHROPIC_MODEL
-        return await call(
-            self._http, self.base_url, model, prompt, headers, kind.endswith("stream")
-        )
+        self._next_shard = (self._next_shard + 1) % len(self._http_shards)
+        http = self._http_shards[self._next_shard]
+        return await call(http, self.base_url, model, prompt, headers, kind.endswith("stream"))
 
     async def _openai_call(
         self, kind: str, prompt: str, headers: dict[str, str]

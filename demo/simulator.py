@@ -98,6 +98,13 @@ _ERRORS: dict[str, ErrorBuilder] = {
 # Injected failures tell SDKs to retry almost at once so retry tests stay fast.
 _FAST_RETRY_HEADERS = {"retry-after-ms": "10", "retry-after": "0"}
 
+# Idle keep-alive before the server closes a connection. uvicorn's default (5 s)
+# equals httpx's client-side expiry, so a client reusing a connection at 4.99 s
+# races the server closing it at 5 s: through a proxy that answers 502 (the
+# proxy cannot know the request was not seen). Real APIs sit behind front ends
+# that keep idle connections far longer (nginx's default is 75 s).
+KEEP_ALIVE_S = 75
+
 
 def _request_id(provider: str) -> str:
     if provider in ("openai", "azure"):
@@ -314,6 +321,7 @@ class RunningSimulator:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=1,
+            timeout_keep_alive=KEEP_ALIVE_S,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -443,6 +451,7 @@ def main(argv: list[str] | None = None) -> None:
         ssl_certfile=args.certfile,
         ssl_keyfile=args.keyfile,
         log_level=args.log_level,
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
 
 
