@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.proxy import percentile
+from demo.loadgen import LoadReport
 
 
 def stats_ms(values: list[float]) -> dict[str, float | None]:
@@ -23,6 +24,36 @@ def difference(a: float | None, b: float | None) -> float | None:
 
 def quotient(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b <= 0 else a / b
+
+
+def cpu_per_call(
+    cpu_percent: dict[str, float | None],
+    proxies: int,
+    merged: LoadReport,
+    baseline: LoadReport | None,
+    duration: float,
+) -> dict[str, float | None]:
+    """CPU ms per call of each process: each proxy over its share of the proxied
+    calls, the collector over the proxied calls, the simulator and this process
+    (load generator) over all calls including the direct baseline; "all" is the
+    whole stack's CPU over the proxied calls. The collector and the generator also
+    carry the OTLP spans, which are not counted as calls."""
+    proxied = len(merged.latencies_ms) / duration if duration else 0.0
+    every = proxied + (len(baseline.latencies_ms) / duration if baseline and duration else 0.0)
+    out: dict[str, float | None] = {}
+    total = 0.0
+    for name, percent in cpu_percent.items():
+        if name.startswith("proxy-"):
+            rate = proxied / proxies
+        else:
+            rate = proxied if name == "collector" else every
+        if percent is None or rate <= 0:
+            out[name] = None
+            continue
+        out[name] = round(percent * 10 / rate, 2)
+        total += 0.0 if "." in name else percent
+    out["all"] = round(total * 10 / proxied, 2) if proxied else None
+    return out
 
 
 def problems(result: dict[str, Any]) -> list[str]:
@@ -102,6 +133,12 @@ def print_report(r: dict[str, Any]) -> None:
     )
     print("  anonymous  " + ", ".join(f"{k} {v:,.0f}" for k, v in m["peak_anon_mb"].items()))
     print("CPU %        " + ", ".join(f"{k} {fmt(v, 0)}" for k, v in r["cpu_percent"].items()))
+    print(
+        "CPU ms/call  "
+        + ", ".join(f"{k} {fmt(v, 2)}" for k, v in r["cpu_ms_per_call"].items())
+        + "  (proxies and collector per proxied call; simulator and generator per call"
+        " incl. the direct baseline; all: the whole stack per proxied call)"
+    )
     spool = r["spool"]
     series = " ".join(f"{sum(p['bytes'].values()) // 1024}" for p in spool["timeline"])
     print(f"spool KiB    every 10 s: {series or '-'}; peak {spool['peak_bytes']}")

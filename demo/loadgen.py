@@ -24,8 +24,9 @@ streamed. Each call carries ``x-tokentrail-team`` and ``x-sim-*`` headers that
 set the simulated provider's answer length and latency. The calls run on one
 asyncio loop (uvloop when installed) in a thread of their own, with one
 keep-alive ``httpx.AsyncClient`` shared by both SDKs. ``client="http"`` sends
-the same requests without the SDKs (demo/loadgen_http.py), where their CPU
-would otherwise dominate a high-rate run.
+the same requests without the SDKs (demo/loadgen_http.py), and ``client="raw"``
+the same bytes on asyncio protocols (demo/loadgen_raw.py): at a high rate the
+SDKs' CPU, and even httpx's, would otherwise dominate the run.
 
 Spans are built as SDK ``ReadableSpan`` objects and handed to the real
 ``OTLPSpanExporter`` (HTTP protobuf) in batches from a second thread, so the
@@ -45,21 +46,20 @@ import threading
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
 
 import anthropic
 import httpx
 import openai
 
-from demo import loadgen_http
-from demo.loadgen_http import CallFailed
+from demo import loadgen_http, loadgen_raw, loadgen_sdk
 from demo.loadgen_spans import SpanSender
 
 __all__ = ["CLIENTS", "KINDS", "LoadGenerator", "LoadReport"]
 
 # "sdk": the openai and anthropic SDKs; "http": the same requests through plain
-# httpx (demo/loadgen_http.py), for rates where the SDKs' CPU would dominate.
-CLIENTS = ("sdk", "http")
+# httpx (demo/loadgen_http.py); "raw": the same bytes on asyncio protocols
+# (demo/loadgen_raw.py), for rates where even httpx's CPU would dominate.
+CLIENTS = ("sdk", "http", "raw")
 KINDS = ("openai_chat", "openai_chat_stream", "anthropic_messages", "anthropic_messages_stream")
 OPENAI_MODEL = "gpt-4o-mini"
 ANTHROPIC_MODEL = "claude-haiku-4-5-20251001"
@@ -246,7 +246,7 @@ class LoadGenerator:
 
     # -- on the loop thread -------------------------------------------------
     async def _open(self) -> None:
-        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=self.ca_file)
+        verify = ssl.create_default_context(cafile=self.ca_file)
         limits = httpx.Limits(
             max_connections=self.concurrency + 8, max_keepalive_connections=self.concurrency
         )
@@ -287,6 +287,11 @@ class LoadGenerator:
             for _ in range(shards)
         ]
         self._next_shard = 0
+        self._raw = (
+            loadgen_raw.RawClient(self.base_url, self.proxy_url, verify, self.timeout_s)
+            if self.client == "raw"
+            else None
+        )
         self._slots = asyncio.Semaphore(self.concurrency)
         if self.rate > 0:
             self._scheduler = asyncio.get_running_loop().create_task(self._schedule())
@@ -302,6 +307,8 @@ class LoadGenerator:
             await asyncio.gather(*late, return_exceptions=True)
         for client in [self._http, *self._http_shards]:
             await client.aclose()
+        if self._raw is not None:
+            self._raw.close()
         await asyncio.get_running_loop().shutdown_asyncgens()
 
     async def _schedule(self) -> None:
@@ -345,12 +352,7 @@ class LoadGenerator:
         started = time.perf_counter()
         self._in_flight += 1
         try:
-            if self.client == "http":
-                response_id, received = await self._http_call(kind, prompt, headers)
-            elif kind.startswith("openai"):
-                response_id, received = await self._openai_call(kind, prompt, headers)
-            else:
-                response_id, received = await self._anthropic_call(kind, prompt, headers)
+            response_id, received = await self._one_call(kind, prompt, headers)
         except asyncio.CancelledError:
             report.failed_calls.append(f"{kind}: still in flight when the generator stopped")
             raise
@@ -369,72 +371,19 @@ class LoadGenerator:
         else:
             report.latencies_ms.append(elapsed_ms)
 
-    async def _http_call(self, kind: str, prompt: str, headers: dict[str, str]) -> tuple[str, int]:
-        if kind.startswith("openai"):
-            call, model = loadgen_http.openai_chat, OPENAI_MODEL
-        else:
-            call, model = loadgen_http.anthropic_messages, ANTHROPIC_MODEL
-        self._next_shard = (self._next_shard + 1) % len(self._http_shards)
-        http = self._http_shards[self._next_shard]
-        return await call(http, self.base_url, model, prompt, headers, kind.endswith("stream"))
-
-    async def _openai_call(
-        self, kind: str, prompt: str, headers: dict[str, str]
-    ) -> tuple[str, int]:
-        messages: Any = [{"role": "user", "content": prompt}]
-        completions = self._openai.chat.completions
-        if not kind.endswith("stream"):
-            completion = await completions.create(
-                model=OPENAI_MODEL, messages=messages, extra_headers=headers
-            )
-            if completion.usage is None:
-                raise CallFailed("no usage in the completion")
-            return completion.id, len(completion.choices[0].message.content or "")
-        response_id, received, usage = "", 0, None
-        stream = await completions.create(
-            model=OPENAI_MODEL,
-            messages=messages,
-            stream=True,
-            stream_options={"include_usage": True},
-            extra_headers=headers,
-        )
-        async with stream:
-            async for chunk in stream:
-                response_id = response_id or chunk.id
-                if chunk.choices:
-                    received += len(chunk.choices[0].delta.content or "")
-                if chunk.usage is not None:
-                    usage = chunk.usage
-        if usage is None:
-            raise CallFailed("stream ended without its usage chunk")
-        return response_id, received
-
-    async def _anthropic_call(
-        self, kind: str, prompt: str, headers: dict[str, str]
-    ) -> tuple[str, int]:
-        messages: Any = [{"role": "user", "content": prompt}]
-        api = self._anthropic.messages
-        if not kind.endswith("stream"):
-            message = await api.create(
-                model=ANTHROPIC_MODEL, max_tokens=1024, messages=messages, extra_headers=headers
-            )
-            return message.id, sum(len(getattr(b, "text", "")) for b in message.content)
-        response_id, received, stopped = "", 0, False
-        stream = await api.create(
-            model=ANTHROPIC_MODEL,
-            max_tokens=1024,
-            messages=messages,
-            stream=True,
-            extra_headers=headers,
-        )
-        async with stream:
-            async for event in stream:
-                if event.type == "message_start":
-                    response_id = event.message.id
-                elif event.type == "content_block_delta" and event.delta.type == "text_delta":
-                    received += len(event.delta.text)
-                elif event.type == "message_stop":
-                    stopped = True
-        if not stopped:
-            raise CallFailed("stream ended without message_stop")
-        return response_id, received
+    async def _one_call(self, kind: str, prompt: str, headers: dict[str, str]) -> tuple[str, int]:
+        stream = kind.endswith("stream")
+        openai_kind = kind.startswith("openai")
+        model = OPENAI_MODEL if openai_kind else ANTHROPIC_MODEL
+        if self.client == "raw":
+            raw = loadgen_raw.openai_chat if openai_kind else loadgen_raw.anthropic_messages
+            assert self._raw is not None
+            return await raw(self._raw, model, prompt, headers, stream)
+        if self.client == "http":
+            call = loadgen_http.openai_chat if openai_kind else loadgen_http.anthropic_messages
+            self._next_shard = (self._next_shard + 1) % len(self._http_shards)
+            http = self._http_shards[self._next_shard]
+            return await call(http, self.base_url, model, prompt, headers, stream)
+        if openai_kind:
+            return await loadgen_sdk.openai_call(self._openai, model, prompt, headers, stream)
+        return await loadgen_sdk.anthropic_call(self._anthropic, model, prompt, headers, stream)

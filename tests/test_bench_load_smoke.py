@@ -73,7 +73,10 @@ def test_load_bench_loses_nothing_and_reports_every_number() -> None:
     assert set(memory["within_bound"]) == {"collector", "proxy-1"}
     for name in ("collector", "proxy-1", "simulator", "loadgen"):
         assert memory["peak_rss_mb"][name] >= memory["peak_anon_mb"][name] > 0, name
-    assert set(result["cpu_percent"]) == {"collector", "proxy-1", "simulator", "loadgen"}
+    processes = {"collector", "proxy-1", "proxy-1.mitmdump", "simulator", "loadgen"}
+    assert set(result["cpu_percent"]) == processes
+    assert set(result["cpu_ms_per_call"]) == processes | {"all"}
+    assert result["cpu_ms_per_call"]["all"] > result["cpu_ms_per_call"]["proxy-1"] > 0
     assert isinstance(result["spool"]["timeline"], list)
     assert set(result["spool"]["peak_bytes"]) <= {"proxy-1"}
     assert result["drain"]["spool_bytes_left"] == 0

@@ -85,11 +85,12 @@ def test_direct_calls_and_spans_are_all_acknowledged(
     assert sorted(found) == expected
 
 
-def test_the_light_http_client_makes_the_same_calls(
-    tls_sim: tuple[RunningSimulator, str],
+@pytest.mark.parametrize("client", ["http", "raw"])
+def test_the_light_clients_make_the_same_calls(
+    tls_sim: tuple[RunningSimulator, str], client: str
 ) -> None:
-    """client="http" sends what the SDKs send, reads every event, and checks
-    the same things: an id, the usage chunk, message_stop."""
+    """client="http" and "raw" send what the SDKs send, read every event, and
+    check the same things: an id, the usage chunk, message_stop."""
     sim, ca_file = tls_sim
     load = LoadGenerator(
         proxy_url=None,
@@ -99,7 +100,7 @@ def test_the_light_http_client_makes_the_same_calls(
         ingest_key=None,
         calls_per_second=40,
         seed=5,
-        client="http",
+        client=client,
     )
     with load:
         time.sleep(1.5)
@@ -113,9 +114,14 @@ def test_the_light_http_client_makes_the_same_calls(
     assert all(rid.startswith(("chatcmpl-", "msg_")) for rid in report.ok_response_ids)
     assert len(set(report.ok_response_ids)) == len(report.ok_response_ids) == report.sent + 1
     assert report.large_stream_bytes == 100_000
+    if client == "raw":  # keep-alive: a few connections carry all ~60 calls
+        assert load._raw is not None and 1 <= load._raw.opened <= 8
 
 
-def test_the_http_client_reports_a_refused_call(tls_sim: tuple[RunningSimulator, str]) -> None:
+@pytest.mark.parametrize("client", ["http", "raw"])
+def test_the_light_clients_report_a_refused_call(
+    tls_sim: tuple[RunningSimulator, str], client: str
+) -> None:
     sim, ca_file = tls_sim
     load = LoadGenerator(
         proxy_url=None,
@@ -124,7 +130,7 @@ def test_the_http_client_reports_a_refused_call(tls_sim: tuple[RunningSimulator,
         collector_url=None,
         ingest_key=None,
         calls_per_second=10,
-        client="http",
+        client=client,
     )
     load.sim_headers["x-sim-fail-always"] = "500"
     with load:
@@ -134,8 +140,9 @@ def test_the_http_client_reports_a_refused_call(tls_sim: tuple[RunningSimulator,
     assert all("HTTP 500" in text for text in report.failed_calls)
 
 
+@pytest.mark.parametrize("client", ["sdk", "raw"])
 def test_a_dead_proxy_fails_calls_instead_of_hanging(
-    tls_sim: tuple[RunningSimulator, str],
+    tls_sim: tuple[RunningSimulator, str], client: str
 ) -> None:
     sim, ca_file = tls_sim
     load = LoadGenerator(
@@ -146,6 +153,7 @@ def test_a_dead_proxy_fails_calls_instead_of_hanging(
         ingest_key=None,
         calls_per_second=10,
         max_retries=0,
+        client=client,
     )
     load.start()
     time.sleep(0.5)
