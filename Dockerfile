@@ -24,14 +24,15 @@ WORKDIR /app
 COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-dev --no-install-project
 
-# Then the project itself. gcc is here only to build the C OTLP decoder
-# (ingest/_otlp_native.c, about 4x faster than upb) and leaves with its layer;
-# the import check fails the build rather than ship the slower fallback.
+# Then the project itself. gcc is here only to build the C extensions (the
+# OTLP decoder ingest/_otlp_native.c, about 4x faster than upb, and the Arrow
+# map flattener ingest/_rows_native.c) and leaves with its layer; the import
+# check fails the build rather than ship the slower fallback.
 COPY . .
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && uv sync --frozen --no-dev \
-    && /app/.venv/bin/python -c "import ingest._otlp_native" \
+    && /app/.venv/bin/python -c "import ingest._otlp_native, ingest._rows_native" \
     && apt-get purge -y gcc libc6-dev && apt-get autoremove -y \
     && rm -rf /var/lib/apt/lists/*
 

@@ -1,8 +1,9 @@
-"""The one thing pyproject.toml cannot say: the optional C extension.
+"""The one thing pyproject.toml cannot say: the optional C extensions.
 
 ``ingest._otlp_native`` decodes OTLP protobuf about four times faster than
-upb does (bench/ingest.py). It is optional: without a C compiler the build
-skips it with a warning and ``ingest.otlp`` decodes with upb alone.
+upb does, and ``ingest._rows_native`` flattens attribute maps for Arrow
+(bench/ingest.py). Both are optional: without a C compiler the build skips
+them with a warning and ``ingest`` runs its Python paths alone.
 """
 
 from setuptools import Extension, setup
@@ -14,6 +15,12 @@ setup(
             ["ingest/_otlp_native.c"],
             extra_compile_args=["-O2"],
             optional=True,
-        )
+        ),
+        Extension(
+            "ingest._rows_native",
+            ["ingest/_rows_native.c"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        ),
     ]
 )

@@ -104,6 +104,39 @@ static PyObject *utf8(Buf s) {
     return PyUnicode_DecodeUTF8((const char *)s.p, s.end - s.p, NULL);
 }
 
+/* Attribute keys repeat in every span (the same twenty names), and so do many
+ * short values (provider, model, team, route). A small direct-mapped cache per
+ * kind hands back the str made for the same bytes last time: no allocation, a
+ * hash Python already computed, and, for keys, an interned object, so the
+ * pipeline's lookups with literal keys match by identity. ASCII only (the
+ * slot is compared as bytes); a slot is simply replaced on a miss, so unique
+ * values (ids, content) cost one hash and compare each. */
+#define CACHE_SLOTS 4096 /* a power of two */
+#define KEY_MAX_LEN 128
+#define VALUE_MAX_LEN 48
+static PyObject *key_cache[CACHE_SLOTS], *value_cache[CACHE_SLOTS];
+
+static PyObject *cached_utf8(Buf s, PyObject **cache, Py_ssize_t max_len, int intern) {
+    Py_ssize_t n = s.end - s.p;
+    if (n == 0 || n > max_len) return utf8(s);
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const uint8_t *p = s.p; p < s.end; p++) h = (h ^ *p) * 16777619u;
+    PyObject **slot = &cache[h & (CACHE_SLOTS - 1)];
+    PyObject *hit = *slot;
+    if (hit != NULL && PyUnicode_GET_LENGTH(hit) == n && PyUnicode_IS_ASCII(hit) &&
+        memcmp(PyUnicode_1BYTE_DATA(hit), s.p, n) == 0) {
+        Py_INCREF(hit);
+        return hit;
+    }
+    PyObject *text = utf8(s);
+    if (text == NULL || !PyUnicode_IS_ASCII(text)) return text;
+    if (intern) PyUnicode_InternInPlace(&text);
+    (void)PyObject_Hash(text); /* computed once, kept on the object */
+    Py_INCREF(text);
+    Py_XSETREF(*slot, text);
+    return text;
+}
+
 /* Check a string field we do not keep: upb rejects bad UTF-8 anywhere. */
 static int valid_utf8(Buf s) {
     if (s.p == s.end) return 0;
@@ -150,7 +183,7 @@ static PyObject *decode_any(Buf b, int depth) {
     if (members == 0) Py_RETURN_NONE;
     switch (member.number) {
     case 1:
-        return utf8(member.bytes);
+        return cached_utf8(member.bytes, value_cache, VALUE_MAX_LEN, 0);
     case 2:
         return PyBool_FromLong(member.varint != 0);
     case 3:
@@ -213,7 +246,7 @@ static int decode_kv_into(Buf b, PyObject *dict, int depth) {
         else
             value = f.bytes;
     }
-    PyObject *k = utf8(key);
+    PyObject *k = cached_utf8(key, key_cache, KEY_MAX_LEN, 1);
     if (k == NULL) return -1;
     PyObject *v = (seen & (1u << 2)) ? decode_any(value, depth) : (Py_INCREF(Py_None), Py_None);
     if (v == NULL) {
@@ -436,7 +469,7 @@ static int decode_span(Buf b, Ctx *ctx, PyObject *resource, PyObject *scope_name
     PyObject *values[13] = {hex(trace_id),
                             hex(span_id),
                             hex(parent),
-                            utf8(name),
+                            cached_utf8(name, value_cache, VALUE_MAX_LEN, 0),
                             enum_name(ctx->kinds, kind),
                             PyLong_FromUnsignedLongLong(start_ns),
                             PyLong_FromUnsignedLongLong(end_ns),

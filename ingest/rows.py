@@ -7,6 +7,7 @@ defaults such as ``ingested_at``); a test checks the two agree.
 from __future__ import annotations
 
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -122,19 +123,22 @@ def attr_text(value: AttrValue) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
+try:  # built by setup.py where a C compiler exists; optional
+    from ingest._rows_native import flatten_maps as _flatten_native
+except ImportError:  # pragma: no cover - depends on the build machine
+    _flatten_native = None
+
 # Fast paths for the common non-text value types (bool is not int here:
 # dispatch is on the exact class).
 _TEXT: dict[type, Any] = {int: int.__repr__, float: float.__repr__, bool: attr_text}
 
 
-def _map_array(maps: list[dict[str, AttrValue]]) -> pa.MapArray:
-    """Flat keys/values + offsets: several times faster than a list of dicts.
+def flatten_maps_py(maps: list[dict[str, AttrValue]]) -> tuple[list[int], list[str], list[str]]:
+    """Offsets, keys and values-as-text of ``maps``, for an Arrow MapArray.
 
-    This runs for every attribute of every span, so it leans on C-level
-    ``extend`` and converts only the values that are not already text. A
-    mapping object seen before in the batch (each resource is shared by its
-    spans) is converted once.
-    """
+    The reference for ``ingest/_rows_native.c``, and the path where it is not
+    built. A mapping object seen before in the batch (each resource is shared
+    by its spans) is converted once."""
     offsets = [0]
     keys: list[str] = []
     values: list[str] = []
@@ -152,6 +156,21 @@ def _map_array(maps: list[dict[str, AttrValue]]) -> pa.MapArray:
         values.extend(texts)
         total += len(texts)
         offsets.append(total)
+    return offsets, keys, values
+
+
+def flatten_maps(maps: list[dict[str, AttrValue]]) -> tuple[list[int], list[str], list[str]]:
+    if _flatten_native is not None:
+        return _flatten_native(maps, attr_text)
+    return flatten_maps_py(maps)
+
+
+def _map_array(maps: list[dict[str, AttrValue]]) -> pa.MapArray:
+    """Flat keys/values + offsets: several times faster than a list of dicts.
+
+    This runs for every attribute of every span, so the flattening is done in
+    C where it was built (``flatten_maps``)."""
+    offsets, keys, values = flatten_maps(maps)
     return pa.MapArray.from_arrays(
         pa.array(offsets, pa.int32()), pa.array(keys, _STR), pa.array(values, _STR)
     )
@@ -244,6 +263,20 @@ def _cents(value: Any) -> Decimal:
     return Decimal(value).quantize(_COST_QUANTUM)
 
 
+def _row_columns(rows: list[dict[str, Any]], names: list[str]) -> list[list[Any] | tuple[Any, ...]]:
+    """Each of ``names`` as a column of ``rows``; a missing key is None.
+
+    Normalized rows carry every key, so one itemgetter per row and a transpose
+    do it, several times faster than a ``row.get(name)`` loop per column; the
+    loop remains for rows that lack a key."""
+    if not rows or len(names) < 2:  # itemgetter of one name returns no tuple
+        return [[row.get(name) for row in rows] for name in names]
+    try:
+        return list(zip(*map(itemgetter(*names), rows), strict=True))
+    except KeyError:
+        return [[row.get(name) for row in rows] for name in names]
+
+
 def rows_table(
     rows: list[dict[str, Any]], schema: pa.Schema, given: dict[str, pa.Array] | None = None
 ) -> pa.Table:
@@ -251,13 +284,14 @@ def rows_table(
 
     ``given`` supplies ready-made columns (e.g. attributes cut in Arrow)."""
     given = given or {}
+    names = [field.name for field in schema if field.name not in given]
+    columns = dict(zip(names, _row_columns(rows, names), strict=True))
     arrays = []
     for field in schema:
-        name = field.name
-        if name in given:
-            arrays.append(given[name])
+        if field.name in given:
+            arrays.append(given[field.name])
             continue
-        values = [row.get(name) for row in rows]
+        values = columns[field.name]
         if field.type == _MAP:
             arrays.append(_map_array([v or {} for v in values]))
         elif field.type == COST_TYPE:
