@@ -34,6 +34,8 @@ def api_key_fingerprint(headers: dict[str, str], query: dict[str, str]) -> str:
 
 
 def _json_object(text: str) -> dict[str, Any]:
+    if not text:  # the usual case: no header; don't pay for a decode error
+        return {}
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:

@@ -43,6 +43,11 @@ IDLE_SECONDS = 0.02
 # Calls wait up to this long for others to share their OTLP request: at a few
 # hundred calls/s the collector then gets a few requests/s, not one per call.
 LINGER_SECONDS = 0.25
+# Export is never on a client's path, the proxy's event loop always is: when
+# the cores are busy the exporter yields to it (at nice 10 the scheduler gives
+# it ~1/10 of a normal process's share) and catches up from the journal when
+# they are not. Idle cores it still uses in full.
+NICE = 10
 
 
 class Exporter:
@@ -127,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, default=os.getppid())
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="[exporter] %(message)s")
+    try:
+        os.nice(NICE)
+    except OSError:
+        log.warning("could not lower the exporter's priority; it competes with the proxy")
     args.folder.mkdir(parents=True, exist_ok=True)
     lock = (args.folder / LOCK_FILE).open("w")
     fcntl.flock(lock, fcntl.LOCK_EX)  # wait for an exporter a killed proxy left behind

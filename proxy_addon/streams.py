@@ -36,7 +36,10 @@ def ends_stream(chunk: bytes, end_lines: tuple[bytes, ...]) -> bool:
     (Content is JSON in ``data:`` lines, so it cannot start a line itself;
     a line split across chunks is missed, and the call is journaled at the
     stream's end instead.)"""
-    return any(chunk.startswith(line) or b"\n" + line in chunk for line in end_lines)
+    for line in end_lines:  # a plain loop: this runs for every chunk of every stream
+        if line in chunk and (chunk.startswith(line) or b"\n" + line in chunk):
+            return True
+    return False
 
 
 class Decompressor:

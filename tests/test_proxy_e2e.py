@@ -289,6 +289,39 @@ def test_responses_are_byte_identical_through_the_proxy(collector, proxy, sim) -
     rows_for(collector, "bytes", 2)
 
 
+def test_a_slow_stream_reaches_the_client_event_by_event(collector, proxy, sim) -> None:
+    """The proxy forwards what each read brings (proxy_addon/coalesce.py), never
+    waiting for more: with 150 ms between events the first arrives long before
+    the last, and the bytes are still the provider's."""
+    headers = {
+        "authorization": "Bearer sk-x",
+        "x-tokentrail-team": "slow",
+        "x-sim-token-delay-ms": "150",
+    }
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "stream slowly"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": 4,
+    }
+    with proxy.client() as client:
+        sim.clear_requests()
+        started = time.monotonic()
+        arrivals: list[float] = []
+        received = b""
+        with client.stream(
+            "POST", f"{sim.url}/v1/chat/completions", json=body, headers=headers
+        ) as response:
+            for piece in response.iter_raw():
+                arrivals.append(time.monotonic() - started)
+                received += piece
+    assert received == bytes(sim.requests[-1].response_body)
+    assert len(arrivals) >= 3 and arrivals[-1] - arrivals[0] > 0.3, arrivals
+    row = rows_for(collector, "slow", 1)[0]
+    assert row["is_stream"] and row["ttft_ms"] is not None and row["output_tokens"]
+
+
 def test_unknown_traffic_passes_untouched_and_unrecorded(collector, proxy, sim) -> None:
     with proxy.client() as client:
         response = client.get(f"{sim.url}/health")

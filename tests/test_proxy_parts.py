@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from proxy_addon import coalesce
 from proxy_addon.attribution import api_key_fingerprint, attribute_request
 from proxy_addon.gateway import gateway_attributes, gateway_cache
 from proxy_addon.launch import mitmdump_args, reverse_mode
 from proxy_addon.retries import Attempt, RetryTracker
 from proxy_addon.spool import Sender, Spool
+from proxy_addon.streams import ends_stream
 
 
 def test_fingerprint_is_short_sha256_of_the_secret_only() -> None:
@@ -170,3 +172,24 @@ def test_mitmdump_args_keep_the_ca_in_the_data_dir(tmp_path: Path) -> None:
     assert "tokentrail_content=false" in args and "reverse:https://api.anthropic.com@8082" in args
     with pytest.raises(ValueError, match="no such file"):
         mitmdump_args(tmp_path, "h", 1, "u", [], key_teams=tmp_path / "missing.json")
+
+
+def test_the_per_read_body_reader_matches_the_installed_mitmproxy() -> None:
+    """coalesce.py copies mitmproxy's HTTP/1 body reader; an upgrade that
+    changes it turns the copy off (streams then go per chunk, slower): this
+    says so, so the copy is redone rather than silently lost."""
+    assert coalesce.install()
+    from mitmproxy.proxy.layers.http import _http1
+
+    assert _http1.Http1Client.read_body is coalesce.read_body
+    assert _http1.Http1Server.read_body is not coalesce.read_body  # requests: stock
+
+
+def test_stream_end_lines_are_found_at_line_starts_only() -> None:
+    end = (b"data: [DONE]", b"event: response.completed")
+    assert ends_stream(b"data: [DONE]\n\n", end)
+    assert ends_stream(b'data: {"usage": {}}\n\ndata: [DONE]\n\n', end)
+    assert ends_stream(b"event: response.completed\ndata: {}\n\n", end)
+    assert not ends_stream(b'data: {"text": "data: [DONE]"}\n\n', end)
+    assert not ends_stream(b"data: [DO", end)
+    assert not ends_stream(b"", end)
