@@ -100,9 +100,17 @@ def run_phase(
     rounds: int,
     rng: random.Random,
     deadline: Deadline,
+    background: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Warm up every target, then send ``plan`` to each, round by round, in shuffled order."""
+    """Warm up every target, then send ``plan`` to each, round by round, in shuffled order.
+
+    ``background`` (name → pid: tokentrail's exporter, the collector) is charged
+    per target window: CPU it used while that target's slice ran. Work our
+    proxy defers (the exporter yields the cores while they are busy) shows
+    up in whichever window it runs in, including the other targets'."""
     targets = stack.targets
+    background = background or {}
+    window_cpu = {t: {name: 0.0 for name in background} for t in targets}
     clients = {t: [stack.client(t) for _ in range(concurrency)] for t in targets}
     totals = {t: Outcome() for t in targets}
     warm = {t: Outcome() for t in targets}
@@ -124,7 +132,12 @@ def run_phase(
             orders.append(order)
             this_round: dict[str, float | None] = {}
             for target in order:
+                before = {name: proc_cpu_seconds(pid) for name, pid in background.items()}
                 outcome = go(target, chunk)
+                for name, pid in background.items():
+                    now, then = proc_cpu_seconds(pid), before[name]
+                    if now is not None and then is not None:
+                        window_cpu[target][name] += now - then
                 totals[target].merge(outcome)
                 this_round[target] = percentile(sorted(outcome.latencies), 0.5)
             round_p50.append(this_round)
@@ -136,9 +149,11 @@ def run_phase(
         for target_clients in clients.values():
             for client in target_clients:
                 client.close()
-    return summarize_phase(
+    summary = summarize_phase(
         targets, plan, warmup, concurrency, rounds, totals, warm, round_p50, orders
     )
+    summary["background_cpu_s_by_window"] = window_cpu
+    return summary
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -174,12 +189,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu0 = {name: proc_cpu_seconds(pid) for name, pid in watched.items()}
         if args.py_spy:
             spy = PySpy(Path(args.py_spy).resolve(), stack.pids["tokentrail"])
+        background = {k: v for k, v in watched.items() if k.startswith("exporter-")}
+        background["collector"] = stack.pids["collector"]
 
         seq_plan = build_plan(args.requests, 0, rng)
         seq_warm = build_plan(args.warmup, 1_000_000, rng)
         log(f"sequential: {args.requests} requests per target ...")
         result["sequential"] = run_phase(
-            stack, "sequential", seq_plan, seq_warm, 1, args.rounds, rng, deadline
+            stack, "sequential", seq_plan, seq_warm, 1, args.rounds, rng, deadline, background
         )
         con_plan = build_plan(args.concurrent_requests, 2_000_000, rng)
         con_warm = build_plan(args.concurrency, 3_000_000, rng)
@@ -193,6 +210,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             args.rounds,
             rng,
             deadline,
+            background,
         )
         if spy is not None:
             spy.stop()

@@ -175,6 +175,12 @@ def print_phase(title: str, phase: dict[str, Any]) -> None:
     print(f"  added p50 ms by kind ({' / '.join(by_kind)}):")
     for kind in KINDS:
         print(f"    {kind:<28}" + " / ".join(fmt(by_kind[p][kind]) for p in by_kind))
+    windows = phase.get("background_cpu_s_by_window") or {}
+    if any(windows.values()):
+        print(
+            "  exporter + collector CPU s while each target ran: "
+            + ", ".join(f"{t} {fmt(sum(w.values()), 2)}" for t, w in windows.items())
+        )
     for target, t in targets.items():
         for error in t["errors"]:
             print(f"  {target} error: {error}")
