@@ -32,6 +32,7 @@ from proxy_addon.attribution import (
     OUR_PREFIX,
     api_key_fingerprint,
     attribute_request,
+    attribution_body,
     strip_our_headers,
 )
 from proxy_addon.export import CapturedCall
@@ -39,9 +40,10 @@ from proxy_addon.exporter import read_stats
 from proxy_addon.gateway import gateway_attributes
 from proxy_addon.journal import JournalWriter
 from proxy_addon.providers import identify
-from proxy_addon.providers.base import RequestFacts, RequestView
+from proxy_addon.providers.base import RequestFacts
 from proxy_addon.retries import RetryTracker, request_key
 from proxy_addon.streams import StreamCapture, ends_stream, is_streamed
+from proxy_addon.views import header_dict, parse_traceparent, request_view
 
 log = logging.getLogger("tokentrail.proxy")
 STATE = "tokentrail"  # key in flow.metadata
@@ -85,45 +87,6 @@ def fail_open(hook: Callable[..., None]) -> Callable[..., None]:
             )
 
     return guarded
-
-
-def parse_traceparent(value: str) -> tuple[int, int] | None:
-    """(trace id, parent span id) from a W3C traceparent header."""
-    parts = value.strip().split("-")
-    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
-        return None
-    try:
-        trace_id, parent = int(parts[1], 16), int(parts[2], 16)
-    except ValueError:
-        return None
-    return (trace_id, parent) if trace_id and parent else None
-
-
-def header_dict(headers: http.Headers) -> dict[str, str]:
-    """Lowercase names → values in one pass over the raw fields (mitmproxy's
-    ``Headers.items()`` rescans every field per name)."""
-    found: dict[str, str] = {}
-    for name, value in headers.fields:
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        found[key] = f"{found[key]}, {text}" if key in found else text
-    return found
-
-
-def request_view(request: http.Request) -> RequestView:
-    headers = header_dict(request.headers)
-    return RequestView(
-        method=request.method,
-        scheme=request.scheme,
-        # The destination, also in reverse mode (where the Host header is ours).
-        host=request.host.lower(),
-        port=request.port,
-        path=request.path.split("?", 1)[0],
-        # Parsing the query costs a urlparse; most model calls have none.
-        query=dict(request.query.items()) if "?" in request.path else {},
-        headers=headers,
-        body=request.get_content(strict=False) or b"",
-    )
 
 
 class TokentrailAddon:
@@ -276,10 +239,7 @@ class TokentrailAddon:
         provider, module, facts = known
         if any(name.startswith(OUR_PREFIX) for name in view.headers):
             strip_our_headers(flow.request.headers)
-        try:
-            body = orjson.loads(view.body) if view.body[:1] == b"{" else {}
-        except orjson.JSONDecodeError:
-            body = {}
+        body = attribution_body(view.body)
         fingerprint = api_key_fingerprint(view.headers, view.query)
         attributes = {
             f"tokentrail.{k}": v

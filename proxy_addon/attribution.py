@@ -9,12 +9,17 @@ provider key itself is never kept: only a short SHA-256 fingerprint.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import orjson
 
 OUR_HEADERS = ("team", "project", "user", "route", "app")
 OUR_PREFIX = "x-tokentrail-"
+
+# The body fields attribution reads, as JSON keys ("role": "user" is a value,
+# and a quote inside a string is escaped, so neither matches).
+_BODY_KEYS = re.compile(rb'"(?:user|metadata)"\s*:')
 
 # Headers that carry a provider credential, by wire format convention.
 KEY_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
@@ -31,6 +36,19 @@ def api_key_fingerprint(headers: dict[str, str], query: dict[str, str]) -> str:
     if query.get("key"):
         return hashlib.sha256(query["key"].encode()).hexdigest()[:12]
     return ""
+
+
+def attribution_body(raw: bytes) -> dict[str, Any]:
+    """The request body as a dict when it may carry ``user`` or ``metadata``,
+    else {}: the wire-format parser has decoded it once already, and a large
+    prompt is not decoded a second time for fields it does not have."""
+    if raw[:1] != b"{" or not _BODY_KEYS.search(raw):
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _json_object(text: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from proxy_addon import coalesce
-from proxy_addon.attribution import api_key_fingerprint, attribute_request
+from proxy_addon.attribution import api_key_fingerprint, attribute_request, attribution_body
 from proxy_addon.gateway import gateway_attributes, gateway_cache
 from proxy_addon.launch import mitmdump_args, reverse_mode
 from proxy_addon.retries import Attempt, RetryTracker
@@ -193,3 +193,14 @@ def test_stream_end_lines_are_found_at_line_starts_only() -> None:
     assert not ends_stream(b'data: {"text": "data: [DONE]"}\n\n', end)
     assert not ends_stream(b"data: [DO", end)
     assert not ends_stream(b"", end)
+
+
+def test_the_body_is_decoded_for_attribution_only_when_it_has_user_or_metadata() -> None:
+    chat = {"model": "m", "messages": [{"role": "user", "content": 'say "user": hi'}]}
+    assert attribution_body(json.dumps(chat).encode()) == {}
+    with_user = {**chat, "user": "u-1"}
+    assert attribution_body(json.dumps(with_user).encode())["user"] == "u-1"
+    spaced = b'{"metadata" :{"team": "ml"}, "messages": []}'
+    assert attribution_body(spaced)["metadata"] == {"team": "ml"}
+    assert attribution_body(b'{"user": "u", broken') == {}
+    assert attribution_body(b'["user": 1]') == {}
