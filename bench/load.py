@@ -292,6 +292,9 @@ def summarize(
     bounded = ["collector", *run.stack.proxy_names]
     peak = {name: round(w.peak_mb(), 1) for name, w in watches.items()}
     anon = {name: round(w.peak_anon_kb / 1024, 1) for name, w in watches.items()}
+    # Seconds after the load started: past the run's length is the drain and the
+    # zero-loss queries, not the load.
+    anon_at = {name: round(w.peak_anon_at - run.load_started, 1) for name, w in watches.items()}
     regular_ok = len(merged.latencies_ms)
     batches_ok = sum(1 for f in run.batches if f.done() and f.result())
     scheduled_spans = len(merged.ok_span_ids) - batches_ok * args.large_span_batch
@@ -338,6 +341,7 @@ def summarize(
             "peak_rss_mb": peak,
             # RSS minus mapped files: the collector maps chDB's ~550 MB library.
             "peak_anon_mb": anon,
+            "peak_anon_at_s": anon_at,
             # The bound is on private memory: the collector maps chDB's ~550 MB
             # engine library, whose pages are file-backed, shared and reclaimable.
             "within_bound": {n: anon[n] <= args.rss_bound_mb for n in bounded},

@@ -131,7 +131,12 @@ def print_report(r: dict[str, Any]) -> None:
         + ("within" if all(m["within_bound"].values()) else "EXCEEDED")
         + ")"
     )
-    print("  anonymous  " + ", ".join(f"{k} {v:,.0f}" for k, v in m["peak_anon_mb"].items()))
+    at = m.get("peak_anon_at_s", {})
+    print(
+        "  anonymous  "
+        + ", ".join(f"{k} {v:,.0f} (at {at.get(k, 0):.0f} s)" for k, v in m["peak_anon_mb"].items())
+        + f"  (the load ran {c['seconds']:g} s)"
+    )
     print("CPU %        " + ", ".join(f"{k} {fmt(v, 0)}" for k, v in r["cpu_percent"].items()))
     print(
         "CPU ms/call  "

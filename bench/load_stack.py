@@ -140,6 +140,7 @@ class ProcessWatch:
     tree: bool = True  # with its descendants (not for this process: it started them all)
     peak_rss_kb: int = 0  # the largest sampled RSS of the whole tree
     peak_anon_kb: int = 0  # the same for anonymous memory (RSS minus mapped files)
+    peak_anon_at: float = 0.0  # time.monotonic() of that peak: during the load or after?
     cpu_start: float | None = None
     cpu_last: float | None = None
     rss_kb: int = 0
@@ -152,7 +153,8 @@ class ProcessWatch:
         self.rss_kb = sum(status_kb(p, "VmRSS") for p in pids)
         self.peak_rss_kb = max(self.peak_rss_kb, self.rss_kb)
         anon = sum(status_kb(p, "RssAnon") for p in pids)
-        self.peak_anon_kb = max(self.peak_anon_kb, anon)
+        if anon > self.peak_anon_kb:
+            self.peak_anon_kb, self.peak_anon_at = anon, time.monotonic()
 
     def cpu(self) -> float | None:
         return sum(filter(None, (proc_cpu_seconds(p) for p in self.pids()))) or None
