@@ -269,12 +269,12 @@ def _row_columns(rows: list[dict[str, Any]], names: list[str]) -> list[list[Any]
     Normalized rows carry every key, so one itemgetter per row and a transpose
     do it, several times faster than a ``row.get(name)`` loop per column; the
     loop remains for rows that lack a key."""
-    if not rows or len(names) < 2:  # itemgetter of one name returns no tuple
-        return [[row.get(name) for row in rows] for name in names]
-    try:
-        return list(zip(*map(itemgetter(*names), rows), strict=True))
-    except KeyError:
-        return [[row.get(name) for row in rows] for name in names]
+    if rows and len(names) > 1:  # itemgetter of one name returns no tuple
+        try:
+            return list(zip(*map(itemgetter(*names), rows), strict=True))
+        except KeyError:
+            pass  # a row lacks a key
+    return [[row.get(name) for row in rows] for name in names]
 
 
 def rows_table(

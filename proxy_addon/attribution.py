@@ -44,14 +44,10 @@ def attribution_body(raw: bytes) -> dict[str, Any]:
     prompt is not decoded a second time for fields it does not have."""
     if raw[:1] != b"{" or not _BODY_KEYS.search(raw):
         return {}
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
+    return _json_object(raw)
 
 
-def _json_object(text: str) -> dict[str, Any]:
+def _json_object(text: str | bytes) -> dict[str, Any]:
     if not text:  # the usual case: no header; don't pay for a decode error
         return {}
     try:
