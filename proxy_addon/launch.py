@@ -122,12 +122,12 @@ def proxy_api_key(settings: Settings) -> str:
 
 
 def run_mitmdump(args: list[str], api_key: str) -> int:
-    from mitmproxy.tools.main import mitmdump
+    from proxy_addon.master import run_indexed_mitmdump
 
     # The key goes by environment, not by argument, so `ps` never shows it.
     os.environ["TOKENTRAIL_API_KEY"] = api_key
     # Log lines (the stats line among them) reach a file or pipe as they are
     # written, not in 8 KB blocks minutes later.
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    mitmdump(args)
+    run_indexed_mitmdump(args)
     return 0
