@@ -40,6 +40,11 @@ class StreamEventStreams:
 
 addons = [StreamEventStreams()]
 """
+# --indexed-baseline: the master `tokentrail proxy` runs (mitmdump's, with mitmproxy's
+# hooks indexed per event: proxy_addon/master.py) without the capture addon, so the
+# capture's own cost can be told from what the faster master saves.
+INDEXED = "mitmdump-indexed"
+BASELINES = (STREAMING, INDEXED)
 REQUEST_TIMEOUT_S = 30.0
 
 
@@ -90,11 +95,21 @@ class Service:
 class Stack:
     """The simulator, collector and both proxies, in a temp dir; always torn down."""
 
-    def __init__(self, keep_dir: bool = False, streaming_baseline: bool = False) -> None:
+    def __init__(
+        self,
+        keep_dir: bool = False,
+        streaming_baseline: bool = False,
+        indexed_baseline: bool = False,
+    ) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="tokentrail-bench-proxy-"))
         self.keep_dir = keep_dir
         self.streaming_baseline = streaming_baseline
-        self.targets: tuple[str, ...] = TARGETS + ((STREAMING,) if streaming_baseline else ())
+        self.indexed_baseline = indexed_baseline
+        self.targets: tuple[str, ...] = (
+            TARGETS
+            + ((STREAMING,) if streaming_baseline else ())
+            + ((INDEXED,) if indexed_baseline else ())
+        )
         self.services: list[Service] = []
         self.urls: dict[str, str] = {}
         self.verify: dict[str, ssl.SSLContext] = {}
@@ -183,6 +198,11 @@ class Stack:
             script.write_text(STREAMING_ADDON)
             self._start_mitmdump(STREAMING, ["-s", str(script)], deadline)
             took[STREAMING] = time.perf_counter() - t
+        if self.indexed_baseline:
+            t = time.perf_counter()
+            master = [sys.executable, "-m", "proxy_addon.master"]
+            self._start_mitmdump(INDEXED, [], deadline, command=master)
+            took[INDEXED] = time.perf_counter() - t
 
         t = time.perf_counter()
         ingest_key = self._create_key("ingest", "bench-proxy")
@@ -212,18 +232,25 @@ class Stack:
         took["tokentrail"] = time.perf_counter() - t
         return took
 
-    def _start_mitmdump(self, target: str, extra: list[str], deadline: Deadline) -> None:
-        """The venv's bare mitmdump: regular mode, TLS interception, its own confdir."""
+    def _start_mitmdump(
+        self,
+        target: str,
+        extra: list[str],
+        deadline: Deadline,
+        command: list[str] | None = None,
+    ) -> None:
+        """The venv's bare mitmdump (or ``command`` taking its arguments): regular
+        mode, TLS interception, its own confdir."""
         confdir = self.tmp / f"{target}-confdir"
         confdir.mkdir()
         port = free_port()
         mitmdump = Path(sys.executable).with_name("mitmdump")
-        if not mitmdump.exists():
+        if command is None and not mitmdump.exists():
             raise RuntimeError(f"no mitmdump beside {sys.executable}")
         service = self.spawn(
             target,
             [
-                str(mitmdump),
+                *(command or [str(mitmdump)]),
                 "--listen-host",
                 "127.0.0.1",
                 "--mode",

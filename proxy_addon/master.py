@@ -24,6 +24,7 @@ mitmdump's command line.
 from __future__ import annotations
 
 import inspect
+import sys
 import types
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -114,3 +115,7 @@ class IndexedDumpMaster(dump.DumpMaster):
 def run_indexed_mitmdump(args: Sequence[str]) -> None:
     """``mitmdump ARGS`` on the indexed master."""
     run(IndexedDumpMaster, cmdline.mitmdump, list(args))
+
+
+if __name__ == "__main__":  # bench/proxy.py --indexed-baseline: no capture addon
+    run_indexed_mitmdump(sys.argv[1:])
