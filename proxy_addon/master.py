@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import inspect
 import sys
-import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,27 +48,18 @@ class IndexedAddonManager(addonmanager.AddonManager):
         manager.chain, manager.lookup = stock.chain, stock.lookup
         return manager
 
-    def handlers(self, name: str) -> list[Handler]:
-        """Every callable ``name`` hook in the addon tree, in mitmproxy's order."""
-        found = self._index.get(name)
+    def handlers(self, event: hooks.Hook) -> list[Handler]:
+        """The hook callables mitmproxy's own walk (``_iter_hooks``) finds for
+        ``event``, in its order; walked once per event name."""
+        found = self._index.get(event.name)
         if found is None:
-            found = []
-            for addon in addonmanager.traverse(self.chain):
-                func = getattr(addon, name, None)
-                # A module of the same name (``from mitmproxy import log``) is not a hook;
-                # anything else uncallable is an error, as in mitmproxy's own walk.
-                if func and not isinstance(func, types.ModuleType):
-                    if not callable(func):
-                        raise exceptions.AddonManagerError(
-                            f"Addon handler {name} ({addon}) not callable"
-                        )
-                    found.append(func)
-            self._index[name] = found
+            found = [func for addon in self.chain for _, func in self._iter_hooks(addon, event)]
+            self._index[event.name] = found
         return found
 
     async def trigger_event(self, event: hooks.Hook) -> None:
         args = event.args()
-        for func in self.handlers(event.name):
+        for func in self.handlers(event):
             try:
                 with addonmanager.safecall():
                     result = func(*args)

@@ -38,10 +38,13 @@ class Recorder:
         self.calls.append(self.name)
 
 
+def event_named(name: str) -> hooks.Hook:
+    return object.__new__(hooks.all_hooks[name])  # hooks are found by name only
+
+
 def stock_walk(manager: IndexedAddonManager, name: str) -> list[Any]:
     """The handlers mitmproxy's own AddonManager would call for event ``name``."""
-    event_class = hooks.all_hooks[name]
-    event = object.__new__(event_class)  # _iter_hooks reads only the name
+    event = event_named(name)
     return [func for addon in manager.chain for _, func in manager._iter_hooks(addon, event)]
 
 
@@ -52,9 +55,10 @@ def test_every_event_reaches_the_handlers_of_mitmproxys_walk_in_its_order() -> N
         master.addons.add(TokentrailAddon())
         assert isinstance(master.addons, IndexedAddonManager)
         assert len(master.addons.chain) > 30  # all of mitmdump's addons are there
+        manager = master.addons
         for name in hooks.all_hooks:
-            assert master.addons.handlers(name) == stock_walk(master.addons, name), name
-        assert master.addons.handlers("request")[-1].__self__.__class__ is TokentrailAddon
+            assert manager.handlers(event_named(name)) == stock_walk(manager, name), name
+        assert manager.handlers(event_named("request"))[-1].__self__.__class__ is TokentrailAddon
 
     in_master(body)
 
@@ -86,11 +90,11 @@ def test_a_script_loaded_by_the_scripts_option_is_called(tmp_path: Path) -> None
 
     async def body(master: IndexedDumpMaster) -> None:
         await master.addons.trigger_event(HttpRequestHook(tflow.tflow()))  # index built
-        before = len(master.addons.handlers("request"))
+        before = len(master.addons.handlers(event_named("request")))
         master.options.update(scripts=[str(script)])
         # mitmproxy loads the script from a task on the loop; wait for it.
         for _ in range(200):
-            if len(master.addons.handlers("request")) > before:
+            if len(master.addons.handlers(event_named("request"))) > before:
                 break
             await asyncio.sleep(0.01)
         await master.addons.trigger_event(HttpRequestHook(tflow.tflow()))
